@@ -1,0 +1,5 @@
+"""Command-line front (placeholder until wired)."""
+
+
+def main() -> int:
+    return 0
