@@ -1,0 +1,324 @@
+"""The SQLite sample store: redacted mismatch samples, per-field counts, paired latencies.
+
+The event loop only touches memory: each `record_*` adds to a batch under a lock held
+for microseconds, and mismatches are queued (bounded; over the bound they are dropped and
+counted). A writer thread swaps the batch out every `flush_interval_s`, does the slow
+work (decoding, redaction, DeepDiff's explanation) and writes it in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from shadowproxy import config
+from shadowproxy.evidence import Evidence, Sample
+from shadowproxy.exchange import PARTS, SKIP_REASONS, Exchange, SkipReason
+from shadowproxy.redact import Redactor
+from shadowproxy.store_read import (
+    RouteSummary,
+    read_evidence,
+    read_sample,
+    read_samples,
+    read_summaries,
+)
+from shadowproxy.store_sample import SampleMaker, generic_path
+from shadowproxy.store_schema import (
+    MAX_FIRST_PATHS,
+    Delta,
+    PendingSample,
+    RouteDelta,
+    StoreError,
+    first_paths,
+    insert_samples,
+    open_writer,
+    write_delta,
+)
+
+__all__ = ["RouteSummary", "Store", "StoreError"]
+
+log = logging.getLogger("shadowproxy.store")
+
+MiB = 1024 * 1024
+# Per route and batch, the newest samples that get DeepDiff's explanation (see _plan).
+EXPLAINED_PER_BATCH = 10
+_PART_KEYS = {p: f"part:{p}" for p in PARTS}
+_SKIP_KEYS: dict[str, str] = {r: f"skip:{r}" for r in SKIP_REASONS}
+
+
+class Store:
+    def __init__(
+        self,
+        path: str,
+        cfg: config.Store,
+        redactor: Redactor,
+        rules_for: Callable[[str], config.CompareRules],
+        *,
+        max_queued_samples: int = 1000,
+        max_queued_bytes: int = 64 * MiB,
+    ) -> None:
+        self.path = path
+        self._cfg = cfg
+        self._redactor = redactor
+        self._rules_for = rules_for
+        self._max_queued = max_queued_samples
+        self._max_queued_bytes = max_queued_bytes
+        # Guards the batch and the queue, shared by the loop (record_*) and the writer (swap).
+        self._lock = threading.Lock()
+        self._pending = Delta()
+        self._queue: list[Exchange] = []
+        self._queued_bytes = 0
+        self._pairs_seen: dict[str, int] = {}
+        self._rng = random.Random()
+        # Writer lifecycle and flush handshakes.
+        self._cond = threading.Condition()
+        self._flush_requested = 0
+        self._flush_done = 0
+        self._stopping = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._unwritten: Delta | None = None
+        self._maker: SampleMaker | None = None
+        self.internal_errors = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        conn = open_writer(self.path)
+        seen = conn.execute("SELECT route, value FROM counters WHERE name = 'pairs_seen'").fetchall()
+        with self._lock:
+            for route, n in seen:
+                self._pairs_seen[route] = self._pairs_seen.get(route, 0) + n
+        self._conn = conn
+        self._thread = threading.Thread(target=self._run, name="shadowproxy-store", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def flush(self) -> None:
+        with self._cond:
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                return
+            self._flush_requested += 1
+            target = self._flush_requested
+            self._cond.notify_all()
+            # The timeout only re-checks that the writer is alive; the notify ends the wait.
+            while self._flush_done < target and thread.is_alive():
+                self._cond.wait(timeout=1.0)
+
+    # ------------------------------------------------------------------ hot path
+
+    def record_request(self, route: str) -> None:
+        try:
+            with self._lock:
+                self._route(route).counts["requests"] += 1
+        except Exception as e:
+            self._internal_error(e)
+
+    def record_skip(self, route: str, reason: SkipReason) -> None:
+        try:
+            with self._lock:
+                self._route(route).counts[_SKIP_KEYS.get(reason) or f"skip:{reason}"] += 1
+        except Exception as e:
+            self._internal_error(e)
+
+    def record_exchange(self, ex: Exchange) -> None:
+        try:
+            with self._lock:
+                self._record_exchange(ex)
+        except Exception as e:
+            self._internal_error(e)
+
+    def _record_exchange(self, ex: Exchange) -> None:
+        route = ex.request.route
+        d = self._route(route)
+        c = d.counts
+        c["shadowed"] += 1
+        if ex.shadow.failed:
+            c["shadow_errors"] += 1
+        if ex.shadow.error == "timeout":
+            c["shadow_timeouts"] += 1
+        if ex.primary.status is not None:
+            d.primary.observe(ex.primary.latency_s)
+        # A timeout is a slow answer (its latency is the time waited); a refused
+        # connection is not a fast one, so it stays out of the histogram.
+        if ex.shadow.status is not None or ex.shadow.error == "timeout":
+            d.shadow.observe(ex.shadow.latency_s)
+        if ex.primary.ok and ex.shadow.ok:
+            self._add_pair(route, d, ex.primary.latency_s, ex.shadow.latency_s)
+        cmp = ex.comparison
+        if cmp is not None:
+            c["compared"] += 1
+            if cmp.hashed_only:
+                c["hashed_only"] += 1
+            if not cmp.match:
+                c["mismatches"] += 1
+                for part in cmp.parts:
+                    c[_PART_KEYS.get(part) or f"part:{part}"] += 1
+                for path in {f.path for f in cmp.fields}:
+                    d.count_field(path, 0)
+        if ex.secondary is not None:
+            c["noise_total"] += 1
+            for path in set(ex.noise_paths):
+                d.count_field(path, 1)
+        if cmp is not None and not cmp.match:
+            self._enqueue(ex, d)
+
+    def _route(self, route: str) -> RouteDelta:
+        if self._pending.first_at is None:
+            self._pending.first_at = time.time()
+        return self._pending.route(route)
+
+    def _add_pair(self, route: str, d: RouteDelta, primary_s: float, shadow_s: float) -> None:
+        if not (math.isfinite(primary_s) and math.isfinite(shadow_s)):
+            return
+        # Reservoir sampling (Vitter's algorithm R): every pair ever seen on the route
+        # has the same chance to be in the kept set, restarts included (pairs_seen persists).
+        n = self._pairs_seen.get(route, 0) + 1
+        self._pairs_seen[route] = n
+        d.counts["pairs_seen"] += 1
+        cap = self._cfg.latency_pairs_per_route
+        slot = n - 1 if n <= cap else self._rng.randrange(n)
+        if slot < cap:
+            d.pairs[slot] = (primary_s, shadow_s)
+
+    def _enqueue(self, ex: Exchange, d: RouteDelta) -> None:
+        size = len(ex.request.body) + len(ex.primary.body) + len(ex.shadow.body)
+        if len(self._queue) >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
+            d.counts["samples_dropped"] += 1
+            return
+        self._queue.append(ex)
+        self._queued_bytes += size
+
+    def _internal_error(self, e: Exception) -> None:
+        self.internal_errors += 1
+        if self.internal_errors == 1:  # once: a bug on the hot path would otherwise flood the log
+            # The type only: an exception's text may quote the unredacted exchange.
+            log.error("store: recording failed (%s); counts may be incomplete", type(e).__name__)
+
+    # ------------------------------------------------------------------ readers
+
+    def evidence(self, routes: Sequence[str] = (), noise: config.Noise | None = None) -> Evidence:
+        return read_evidence(self.path, routes, noise)
+
+    def route_summaries(self) -> list[RouteSummary]:
+        return read_summaries(self.path)
+
+    def samples(self, route: str | None, limit: int) -> list[Sample]:
+        return read_samples(self.path, route, limit)
+
+    def sample(self, sample_id: int) -> Sample | None:
+        return read_sample(self.path, sample_id)
+
+    # ------------------------------------------------------------------ writer thread
+
+    def _run(self) -> None:
+        self._maker = SampleMaker(self._cfg, self._redactor, self._rules_for)
+        while True:
+            with self._cond:
+                if not self._stopping and self._flush_requested == self._flush_done:
+                    self._cond.wait(timeout=self._cfg.flush_interval_s)
+                target, stopping = self._flush_requested, self._stopping
+            try:
+                self._write_once()
+            except Exception as e:
+                log.error("store: writing a batch failed (%s)", type(e).__name__)
+            with self._cond:
+                self._flush_done = target
+                self._cond.notify_all()
+            if stopping:
+                if self._unwritten is not None:
+                    log.error("store: closing with counts that could not be written to %s", self.path)
+                return
+
+    def _write_once(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        with self._lock:
+            delta, self._pending = self._pending, Delta()
+            queued, self._queue = self._queue, []
+            self._queued_bytes = 0
+        if self._unwritten is not None:
+            self._unwritten.add(delta)
+            delta, self._unwritten = self._unwritten, None
+        if not delta.routes and not queued:
+            return
+        samples: list[PendingSample] | None = None
+        try:
+            samples = self._plan(conn, queued, delta)
+            conn.execute("BEGIN IMMEDIATE")
+            write_delta(conn, delta)
+            insert_samples(conn, samples, self._cfg.samples_per_route)
+            conn.execute("COMMIT")
+        except Exception as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            lost = [x.request.route for x in queued] if samples is None else [p.sample.route for p in samples]
+            for route in lost:
+                delta.route(route).counts["samples_dropped"] += 1
+            # Locked, busy, disk full: the next attempt may succeed. Anything else would fail
+            # again and, kept, would hold every later count back with it.
+            if isinstance(e, sqlite3.OperationalError):
+                log.error("store: write to %s failed (%s); counts kept for the next attempt", self.path, e)
+                self._unwritten = delta
+            else:
+                log.error("store: write to %s failed (%s); this batch is lost", self.path, type(e).__name__)
+
+    def _plan(self, conn: sqlite3.Connection, queued: list[Exchange], delta: Delta) -> list[PendingSample]:
+        """Prepare only the samples that will survive this batch: the newest N per route
+        and each first of a field path (the rest would be evicted at once).
+
+        DeepDiff's explanation costs milliseconds of CPU and the GIL the event loop needs,
+        so in a burst only the firsts of a path and the newest few per route get one."""
+        per_route: dict[str, int] = {}
+        for ex in queued:
+            per_route[ex.request.route] = per_route.get(ex.request.route, 0) + 1
+        maker = self._maker
+        assert maker is not None
+        known: dict[str, set[str]] = {}
+        seen: dict[str, int] = {}
+        out: list[PendingSample] = []
+        for ex in queued:
+            route = ex.request.route
+            paths = known.get(route)
+            if paths is None:
+                paths = known[route] = first_paths(conn, route)
+            new: list[str] = []
+            fields = ex.comparison.fields if ex.comparison is not None else ()
+            for p in dict.fromkeys(generic_path(f.path) for f in fields):
+                if p not in paths and len(paths) < MAX_FIRST_PATHS:
+                    paths.add(p)
+                    new.append(p)
+            seen[route] = i = seen.get(route, 0) + 1
+            newer = per_route[route] - i  # later mismatches of this route in this batch
+            if not new and newer >= self._cfg.samples_per_route:
+                continue
+            try:
+                sample = maker.make(ex, explain=bool(new) or newer < EXPLAINED_PER_BATCH)
+            except Exception as e:
+                # The type only: an exception's text may quote the unredacted exchange.
+                log.error("store: preparing a %s sample failed (%s); dropped", route, type(e).__name__)
+                delta.route(route).counts["samples_dropped"] += 1
+                continue
+            out.append(PendingSample(sample, tuple(new)))
+        return out
