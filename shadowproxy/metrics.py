@@ -1,0 +1,346 @@
+"""Every Prometheus instrument shadowproxy exports, built on an injected registry.
+
+The names and labels below are a contract: the dashboards, the alert/recording rules
+(config/prometheus/rules.yml) and `report --prometheus` query them.
+
+- shadowproxy_requests_total{route,method,code} counter: responses given to clients.
+- shadowproxy_upstream_requests_total{backend,route,method,code} counter: backend calls; `code` is
+  the status, or `error` / `timeout` when the call failed (an error wins over a status).
+- shadowproxy_upstream_duration_seconds{backend,route,method} histogram: time to the full
+  response, buckets evidence.LATENCY_BUCKETS (0.5 is one: "over 500 ms" is exact). Timeouts
+  are observed at their duration; transport errors are only counted.
+- shadowproxy_comparisons_total{route,method,result} counter: compared pairs, match / mismatch.
+- shadowproxy_mismatches_total{route,method,part} counter: mismatching pairs by part
+  (status, headers, body).
+- shadowproxy_field_mismatches_total{route,field} counter: mismatching pairs by field path,
+  array indices folded to `[*]` (`line:<n>` to `line:*`); the first `max_fields_per_route`
+  fields per route (per process) get a label, the rest count as `other`.
+- shadowproxy_hashed_only_total{route} counter: pairs too large to diff, compared by hash.
+- shadowproxy_shadow_skipped_total{route,reason} counter: requests not shadowed, by reason
+  (sampled_out, unsafe_method, body_too_large, saturated, websocket, disabled).
+- shadowproxy_shadow_in_flight gauge (multiprocess: livesum): shadow calls running now.
+- shadowproxy_shadow_dropped_total{reason} counter: internal drops (e.g. store queue full);
+  at most 16 distinct reasons, then `other`.
+- shadowproxy_background_task_failures_total counter: background tasks that raised.
+- shadowproxy_verdict{route} gauge (multiprocess: livemostrecent): 1 GO, 0 INCONCLUSIVE, -1 NO-GO.
+- shadowproxy_build_info{version} gauge (multiprocess: max): always 1.
+
+`backend` is primary, shadow or secondary. `method` is one of config.STANDARD_METHODS or
+`other` (see normalize_method). `route` is the router's label, already capped.
+
+A shadow error, as the rules count it, is `code=~"5..|error|timeout"` on backend="shadow".
+`exchange()` counts comparisons only: the lead calls `upstream()` once per backend call.
+
+Several worker processes (`workers: N`):
+1. the parent calls `prepare_multiprocess(dir)` before starting any worker: it empties the
+   directory and sets PROMETHEUS_MULTIPROC_DIR in os.environ, which the workers inherit;
+2. workers must be *spawned* (multiprocessing "spawn" context or a subprocess), or forked
+   before anything imported prometheus_client: prometheus_client picks its value storage
+   when it is first imported. `Metrics()` raises if the variable is set but the import
+   came first, rather than silently exporting one worker's numbers;
+3. each worker builds its own `Metrics()`; `render()` / `scrape_registry` then aggregate
+   every worker's files, so whichever worker answers the scrape reports the sum;
+4. when a worker exits, the parent calls `worker_exited(pid)` so its in-flight and
+   verdict gauges stop counting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import prometheus_client
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from shadowproxy import __version__
+from shadowproxy.config import STANDARD_METHODS
+from shadowproxy.evidence import LATENCY_BUCKETS
+from shadowproxy.exchange import Backend, ErrorKind, Exchange, SkipReason
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OTHER = "other"
+VERDICT_VALUES = {"GO": 1, "INCONCLUSIVE": 0, "NO-GO": -1}
+
+_METHODS = frozenset(STANDARD_METHODS)
+_MAX_DROP_REASONS = 16
+_MAX_FIELD_LABEL = 160
+_INDEX = re.compile(r"\[\d+\]")
+_LINE = re.compile(r"^line:\d+$")
+# Only prometheus_client's own file names, so a mistyped directory loses nothing else.
+_MULTIPROC_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
+
+
+def normalize_method(method: str) -> str:
+    """A standard method in upper case, or `other`: clients choose methods, labels must stay bounded."""
+    if method in _METHODS:
+        return method
+    upper = method.upper()
+    return upper if upper in _METHODS else OTHER
+
+
+def field_label(path: str) -> str:
+    """The label for a differing field: array indices folded, so `$.data[3].title` and
+    `$.data[4].title` are one field and do not use up the route's label budget."""
+    label = _INDEX.sub("[*]", path)
+    if _LINE.match(label):
+        label = "line:*"
+    return label[:_MAX_FIELD_LABEL]
+
+
+def prepare_multiprocess(directory: str) -> None:
+    """Called by the parent before starting workers: empty `directory` (create it if
+    needed) and export PROMETHEUS_MULTIPROC_DIR so every worker writes there."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for pattern in _MULTIPROC_FILES:
+        for f in path.glob(pattern):
+            f.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)
+
+
+def worker_exited(pid: int, directory: str | None = None) -> None:
+    """Called by the parent when a worker exits: its live gauges stop counting."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+def multiprocess_registry(directory: str) -> CollectorRegistry:
+    """A registry that aggregates every process's files in `directory` at each scrape."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return registry
+
+
+class Metrics:
+    """The instruments, with their label children cached: `.labels()` costs a few µs and
+    `request()`/`upstream()` run for every request. The caches are bounded because every
+    label value is (routes by the router, methods by normalize_method, codes by HTTP)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, max_fields_per_route: int = 20) -> None:
+        self.registry = CollectorRegistry() if registry is None else registry
+        self.max_fields_per_route = max_fields_per_route
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV) or None
+        if self.multiprocess_dir is not None and values.ValueClass is values.MutexValue:
+            raise RuntimeError(
+                f"{MULTIPROC_ENV} is set but prometheus_client was imported before it was: "
+                "start workers with the spawn method, or set the variable before importing shadowproxy"
+            )
+        # A `_created` series per child doubles the series count and nothing here reads it.
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        r = self.registry
+        self._requests = Counter(
+            "shadowproxy_requests_total",
+            "Responses given to clients.",
+            ["route", "method", "code"],
+            registry=r,
+        )
+        self._upstream = Counter(
+            "shadowproxy_upstream_requests_total",
+            "Calls to a backend; code is the HTTP status, or error/timeout when there was none.",
+            ["backend", "route", "method", "code"],
+            registry=r,
+        )
+        self._duration = Histogram(
+            "shadowproxy_upstream_duration_seconds",
+            "Time from sending the request to the backend until its full response (timeouts included).",
+            ["backend", "route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._comparisons = Counter(
+            "shadowproxy_comparisons_total",
+            "Primary/shadow pairs compared, by result (match or mismatch).",
+            ["route", "method", "result"],
+            registry=r,
+        )
+        self._mismatches = Counter(
+            "shadowproxy_mismatches_total",
+            "Mismatching pairs by the part that differed (status, headers, body).",
+            ["route", "method", "part"],
+            registry=r,
+        )
+        self._fields = Counter(
+            "shadowproxy_field_mismatches_total",
+            "Mismatching pairs by differing field (array indices folded; rare fields as 'other').",
+            ["route", "field"],
+            registry=r,
+        )
+        self._hashed = Counter(
+            "shadowproxy_hashed_only_total",
+            "Pairs whose bodies were over the diff limit and were compared by hash only.",
+            ["route"],
+            registry=r,
+        )
+        self._skipped = Counter(
+            "shadowproxy_shadow_skipped_total",
+            "Requests not sent to the shadow, by reason.",
+            ["route", "reason"],
+            registry=r,
+        )
+        self._in_flight = Gauge(
+            "shadowproxy_shadow_in_flight",
+            "Shadow calls running now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self._dropped = Counter(
+            "shadowproxy_shadow_dropped_total",
+            "Shadow work dropped inside the proxy (e.g. the store queue was full).",
+            ["reason"],
+            registry=r,
+        )
+        self._task_failures = Counter(
+            "shadowproxy_background_task_failures_total", "Background tasks that raised.", registry=r
+        )
+        # Each worker judges on its own; the newest judgement is the one to show.
+        self._verdict = Gauge(
+            "shadowproxy_verdict",
+            "Last verdict per route: 1 GO, 0 INCONCLUSIVE, -1 NO-GO.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        build = Gauge(
+            "shadowproxy_build_info",
+            "Always 1; the version as a label.",
+            ["version"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        build.labels(__version__).set(1)
+
+        self._req_children: dict[tuple[str, str, int], Counter] = {}
+        self._up_children: dict[tuple[str, str, str, str], Counter] = {}
+        self._dur_children: dict[tuple[str, str, str], Histogram] = {}
+        self._skip_children: dict[tuple[str, str], Counter] = {}
+        self._cmp_children: dict[tuple[str, str, str], Counter] = {}
+        self._field_names: dict[str, set[str]] = {}
+        self._drop_reasons: set[str] = set()
+        self._scrape: CollectorRegistry | None = None
+
+    # ------------------------------------------------------------------ hot path
+
+    def request(self, route: str, method: str, code: int) -> None:
+        """A response given to a client."""
+        key = (route, normalize_method(method), code)
+        child = self._req_children.get(key)
+        if child is None:
+            child = self._req_children[key] = self._requests.labels(key[0], key[1], str(code))
+        child.inc()
+
+    def upstream(
+        self,
+        backend: Backend,
+        route: str,
+        method: str,
+        status: int | None,
+        error: ErrorKind | None,
+        duration_s: float,
+    ) -> None:
+        """One backend call. An error wins over a status (headers came, the body did not):
+        the call failed. A timeout is observed at its duration because it was slow for
+        whoever waited; a transport error took no meaningful time and is only counted."""
+        m = normalize_method(method)
+        code = error if error is not None else ("error" if status is None else str(status))
+        key = (backend, route, m, code)
+        child = self._up_children.get(key)
+        if child is None:
+            child = self._up_children[key] = self._upstream.labels(backend, route, m, code)
+        child.inc()
+        if (error is None and status is not None) or error == "timeout":
+            hkey = (backend, route, m)
+            hist = self._dur_children.get(hkey)
+            if hist is None:
+                hist = self._dur_children[hkey] = self._duration.labels(backend, route, m)
+            hist.observe(duration_s)
+
+    def skipped(self, route: str, reason: SkipReason) -> None:
+        key = (route, reason)
+        child = self._skip_children.get(key)
+        if child is None:
+            child = self._skip_children[key] = self._skipped.labels(route, reason)
+        child.inc()
+
+    def shadow_in_flight(self, delta: int) -> None:
+        self._in_flight.inc(delta)
+
+    # ------------------------------------------------------------------ per shadowed pair
+
+    def exchange(self, ex: Exchange) -> None:
+        """Count the comparison of a shadowed pair; nothing when there was none to compare
+        (the shadow failed: `upstream()` already counted that)."""
+        c = ex.comparison
+        if c is None:
+            return
+        route = ex.request.route
+        method = normalize_method(ex.request.method)
+        key = (route, method, "match" if c.match else "mismatch")
+        child = self._cmp_children.get(key)
+        if child is None:
+            child = self._cmp_children[key] = self._comparisons.labels(*key)
+        child.inc()
+        for part in dict.fromkeys(c.parts):
+            self._mismatches.labels(route, method, part).inc()
+        # One count per pair and field, like evidence.FieldCount.raw, however many
+        # array elements differed in it.
+        for name in dict.fromkeys(self._field(route, f.path) for f in c.fields):
+            self._fields.labels(route, name).inc()
+        if c.hashed_only:
+            self._hashed.labels(route).inc()
+
+    def _field(self, route: str, path: str) -> str:
+        label = field_label(path)
+        seen = self._field_names.setdefault(route, set())
+        if label in seen:
+            return label
+        if len(seen) < self.max_fields_per_route:
+            seen.add(label)
+            return label
+        return OTHER
+
+    # ------------------------------------------------------------------ rare events
+
+    def dropped(self, reason: str) -> None:
+        if reason not in self._drop_reasons:
+            if len(self._drop_reasons) >= _MAX_DROP_REASONS:
+                reason = OTHER
+            else:
+                self._drop_reasons.add(reason)
+        self._dropped.labels(reason).inc()
+
+    def task_failed(self, exc: BaseException) -> None:
+        """Fits tasks.TaskTracker(on_failure=...)."""
+        self._task_failures.inc()
+
+    def set_verdicts(self, verdicts: Mapping[str, int]) -> None:
+        """Route -> 1 (GO), 0 (INCONCLUSIVE), -1 (NO-GO); VERDICT_VALUES maps the names.
+        Routes absent from the mapping keep their last value."""
+        for route, v in verdicts.items():
+            if v not in (-1, 0, 1):
+                raise ValueError(f"verdict for route {route!r} must be -1, 0 or 1, not {v!r}")
+            self._verdict.labels(route).set(v)
+
+    # ------------------------------------------------------------------ exposition
+
+    @property
+    def scrape_registry(self) -> CollectorRegistry:
+        """What /metrics must serve: this registry, or in multiprocess mode one that sums
+        every worker's files (prometheus_client.aiohttp.make_aiohttp_handler takes it)."""
+        if self._scrape is None:
+            d = self.multiprocess_dir
+            self._scrape = self.registry if d is None else multiprocess_registry(d)
+        return self._scrape
+
+    def render(self) -> tuple[bytes, str]:
+        """Body and Content-Type for the admin /metrics handler (text format 0.0.4)."""
+        return generate_latest(self.scrape_registry), CONTENT_TYPE_PLAIN_0_0_4
