@@ -1,0 +1,405 @@
+"""Compare a primary and a shadow answer: status, chosen headers, body (pure, no I/O).
+
+`compare` runs for every shadowed pair, so it tries the cheap answers first: equal bytes,
+then equal parsed JSON, and only walks the values with the rules when they differ.
+`explain` (DeepDiff, slow) is for the few stored samples and runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from deepdiff import DeepDiff
+
+from shadowproxy import decode, jsondiff, noise
+from shadowproxy.config import CompareRules
+from shadowproxy.exchange import BodyMode, Comparison, DiffKind, FieldDiff, Headers, Part, UpstreamResult
+from shadowproxy.jsondiff import BodyRules
+
+log = logging.getLogger("shadowproxy.compare")
+
+MAX_FIELD_DIFFS = 100
+MAX_LINE_DIFFS = 10
+# A body over the diff limit is compared by the hash of its decoded bytes, streamed; past
+# this many times the limit we stop inflating (a bomb) and the pair counts as different.
+HASH_CAP_FACTOR = 8
+
+# Headers whose value is case-insensitive, and those that are unordered comma lists.
+_CASELESS = frozenset(
+    {
+        "content-type",
+        "cache-control",
+        "vary",
+        "content-language",
+        "content-encoding",
+        "allow",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-expose-headers",
+        "x-content-type-options",
+        "accept-ranges",
+    }
+)
+_LISTS = frozenset(
+    {
+        "cache-control",
+        "vary",
+        "content-language",
+        "allow",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-expose-headers",
+    }
+)
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+_AROUND_SEPARATORS = re.compile(r"\s*([,;=])\s*")
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    body: BodyRules
+    headers: frozenset[str] | None  # None: every header that is not ignored ("*")
+    ignored_headers: frozenset[str]
+    max_diff_bytes: int
+
+
+@functools.lru_cache(maxsize=128)
+def _compile(rules: CompareRules) -> _Compiled:
+    body = BodyRules(rules)
+    for e in body.errors:
+        log.warning("compare rule skipped: %s", e)
+    ignored = frozenset(h.lower() for h in rules.ignore_headers)
+    wanted = {h.lower() for h in rules.headers}
+    return _Compiled(
+        body=body,
+        headers=None if "*" in wanted else frozenset(wanted - ignored),
+        ignored_headers=ignored | _HOP_BY_HOP,
+        max_diff_bytes=max(rules.max_diff_bytes, 0),
+    )
+
+
+def rule_errors(rules: CompareRules) -> list[str]:
+    """Problems with the JSON paths, regexes and tolerances (for check-config); such rules
+    are skipped, with a warning, by compare()."""
+    return list(BodyRules(rules).errors)
+
+
+def compare(primary: UpstreamResult, shadow: UpstreamResult, rules: CompareRules) -> Comparison:
+    """Match or mismatch, with the parts and (at most MAX_FIELD_DIFFS) field differences.
+
+    Both results must have answered (`ok`); the caller accounts for failures.
+    """
+    c = _compile(rules)
+    parts: list[Part] = []
+    diffs: list[FieldDiff] = []
+    if primary.status != shadow.status:
+        parts.append("status")
+        diffs.append(FieldDiff("status", "changed", primary.status, shadow.status))
+    header_diffs = _header_diffs(primary.headers, shadow.headers, c)
+    if header_diffs:
+        parts.append("headers")
+        diffs += header_diffs[: MAX_FIELD_DIFFS // 2]
+    body = _body(primary, shadow, c, MAX_FIELD_DIFFS - len(diffs))
+    if body.diffs:
+        parts.append("body")
+        diffs += body.diffs
+    return Comparison(
+        match=not parts,
+        parts=tuple(parts),
+        fields=tuple(diffs),
+        body_mode=body.mode,
+        hashed_only=body.hashed_only,
+    )
+
+
+def field_paths(fields: Iterable[FieldDiff]) -> tuple[str, ...]:
+    """The distinct rule-shaped paths of some differences (`$.data[*].title`, `header:vary`,
+    `line:*`), in order: what per-field counts and noise paths should be keyed by."""
+    out: dict[str, None] = {}
+    for f in fields:
+        out[noise.generic_path(f.path)] = None
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def normalize_header(name: str, value: str) -> str:
+    """Spelling differences that mean the same thing vanish: `text/html; charset=UTF-8` and
+    `text/html;charset=utf-8`, `public, max-age=60` and `max-age=60,public`."""
+    v = _AROUND_SEPARATORS.sub(r"\1", " ".join(value.split()))
+    if name in _CASELESS:
+        v = v.lower()
+    if name == "content-type":
+        media, *params = v.split(";")
+        v = ";".join([media, *sorted(p.replace('"', "") for p in params if p)])
+    elif name in _LISTS:
+        v = ",".join(sorted({t for t in v.split(",") if t}))
+    return v
+
+
+def _header_values(headers: Headers, c: _Compiled) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in headers:
+        name = k.lower()
+        wanted = name not in c.ignored_headers if c.headers is None else name in c.headers
+        if not wanted:
+            continue
+        # Repeated fields mean the same as one comma-joined field (RFC 9110 5.3).
+        out[name] = f"{out[name]}, {v}" if name in out else v
+    return out
+
+
+def _header_diffs(primary: Headers, shadow: Headers, c: _Compiled) -> list[FieldDiff]:
+    p, s = _header_values(primary, c), _header_values(shadow, c)
+    diffs = []
+    for name in sorted(p.keys() | s.keys()):
+        pv, sv = p.get(name), s.get(name)
+        if pv == sv:
+            continue
+        if sv is None:
+            diffs.append(FieldDiff(f"header:{name}", "missing", jsondiff.summary(pv), None))
+        elif pv is None:
+            diffs.append(FieldDiff(f"header:{name}", "extra", None, jsondiff.summary(sv)))
+        elif normalize_header(name, pv) != normalize_header(name, sv):
+            diffs.append(FieldDiff(f"header:{name}", "changed", jsondiff.summary(pv), jsondiff.summary(sv)))
+    return diffs
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    mode: BodyMode
+    diffs: list[FieldDiff]
+    hashed_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Side:
+    """One body, decoded and classified."""
+
+    result: UpstreamResult
+    decoded: decode.Decoded
+    media: str
+    charset: str | None
+    kind: decode.MediaKind
+
+    @staticmethod
+    def of(r: UpstreamResult, limit: int) -> _Side:
+        d = decode.decode(r.body, r.header("content-encoding"), limit)
+        media, charset = decode.content_type(r.header("content-type"))
+        kind = "binary" if d.error else decode.media_kind(media, d.data)
+        return _Side(r, d, media, charset, kind)
+
+    def text(self) -> str:
+        return decode.text_of(self.decoded.data, self.charset)
+
+
+def _body(p: UpstreamResult, s: UpstreamResult, c: _Compiled, cap: int) -> _Body:
+    same_coding = decode.codings(p.header("content-encoding")) == decode.codings(s.header("content-encoding"))
+    if p.truncated or s.truncated:
+        # Only part of a body was captured: nothing to decode or parse, compare what we have.
+        equal = same_coding and p.body == s.body and p.body_size == s.body_size
+        return _Body("hash_only", [] if equal else [_changed_body(p.body, s.body)], hashed_only=True)
+    if same_coding and p.body == s.body:
+        return _Body("identical" if p.body else "empty", [])
+    sp, ss = _Side.of(p, c.max_diff_bytes), _Side.of(s, c.max_diff_bytes)
+    if sp.decoded.over or ss.decoded.over:
+        return _hashed(p, s, c.max_diff_bytes * HASH_CAP_FACTOR)
+    dp, ds = sp.decoded.data, ss.decoded.data
+    if dp == ds:
+        return _Body("identical" if dp else "empty", [])
+    if not dp or not ds:
+        kind: DiffKind = "missing" if not ds else "extra"
+        return _Body("empty", [FieldDiff("body", kind, _preview(sp), _preview(ss))])
+    if "json" in (sp.kind, ss.kind):
+        vp, vs = _parse_json(sp), _parse_json(ss)
+        if vp is not _INVALID and vs is not _INVALID:
+            return _json_body(vp, vs, dp, ds, c, cap)
+        if (vp is _INVALID) != (vs is _INVALID):
+            return _Body("text", [FieldDiff("body", "type_changed", _preview(sp), _preview(ss))])
+        return _text_body(sp, ss, c, cap)
+    if sp.kind == ss.kind == "text":
+        return _text_body(sp, ss, c, cap)
+    how: DiffKind = "changed" if sp.kind == ss.kind else "type_changed"
+    return _Body("binary", [FieldDiff("body", how, _preview(sp), _preview(ss))])
+
+
+def _json_body(vp: Any, vs: Any, dp: bytes, ds: bytes, c: _Compiled, cap: int) -> _Body:
+    # `==` on parsed values is the fast path, but Python says True == 1: when a body holds
+    # a boolean, confirm with orjson's bytes, which keep the two apart.
+    if vp == vs and (
+        (b"true" not in dp and b"false" not in dp and b"true" not in ds and b"false" not in ds)
+        or jsondiff.dumps(vp) == jsondiff.dumps(vs)
+    ):
+        return _Body("json", [])
+    return _Body("json", jsondiff.diff(vp, vs, c.body, cap))
+
+
+def _text_body(sp: _Side, ss: _Side, c: _Compiled, cap: int) -> _Body:
+    tp, ts = sp.text(), ss.text()
+    if tp == ts:
+        return _Body("text", [])
+    lp, ls = tp.splitlines(), ts.splitlines()
+    norms = c.body.text_normalizers
+    diffs: list[FieldDiff] = []
+    limit = min(cap, MAX_LINE_DIFFS)
+    for i in range(max(len(lp), len(ls))):
+        a = lp[i] if i < len(lp) else None
+        b = ls[i] if i < len(ls) else None
+        for n in norms:
+            a, b = (None if a is None else n(a)), (None if b is None else n(b))
+        if a == b:
+            continue
+        kind: DiffKind = "missing" if b is None else "extra" if a is None else "changed"
+        diffs.append(FieldDiff(f"line:{i + 1}", kind, jsondiff.summary(a), jsondiff.summary(b)))
+        if len(diffs) >= limit:
+            break
+    return _Body("text", diffs)
+
+
+def _hashed(p: UpstreamResult, s: UpstreamResult, cap: int) -> _Body:
+    hp = decode.digest(p.body, p.header("content-encoding"), cap)
+    hs = decode.digest(s.body, s.header("content-encoding"), cap)
+    if hp[2] and hs[2] and hp[0] == hs[0]:
+        return _Body("hash_only", [], hashed_only=True)
+    diff = FieldDiff("body", "changed", _digest_text(hp), _digest_text(hs))
+    return _Body("hash_only", [diff], hashed_only=True)
+
+
+def _digest_text(d: tuple[str, int, bool]) -> str:
+    return f"<{d[1]}{'' if d[2] else '+'} bytes, sha256 {d[0][:16]}>"
+
+
+def _changed_body(a: bytes, b: bytes) -> FieldDiff:
+    return FieldDiff("body", "changed", _hash_text(a), _hash_text(b))
+
+
+def _hash_text(data: bytes) -> str:
+    return f"<{len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}>"
+
+
+def _preview(side: _Side) -> str:
+    if not side.decoded.data:
+        return ""
+    if side.kind == "binary":
+        return _hash_text(side.decoded.data)
+    return str(jsondiff.summary(side.text()))
+
+
+_INVALID: Any = object()
+
+
+def _parse_json(side: _Side) -> Any:
+    data = side.decoded.data
+    codec = decode.charset_codec(side.charset)
+    try:
+        return orjson.loads(data if codec == "utf-8" else data.decode(codec, errors="replace"))
+    except orjson.JSONDecodeError:
+        pass
+    # orjson refuses integers past 64 bits and a BOM; the json module takes both.
+    try:
+        return json.loads(side.text(), parse_constant=_reject)
+    except (ValueError, RecursionError):
+        return _INVALID
+
+
+def _reject(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# --------------------------------------------------------------------------- for people
+
+
+def explain(
+    primary: UpstreamResult, shadow: UpstreamResult, rules: CompareRules, max_chars: int = 4000
+) -> str:
+    """DeepDiff's human-readable explanation of the body difference (after decoding, rules
+    applied). Slow; call off the event loop. Never raises: returns a short message on trouble."""
+    try:
+        text = _explain(primary, shadow, _compile(rules))
+    except Exception as e:  # a best-effort text for a stored sample must not lose the sample
+        text = f"no explanation ({type(e).__name__})"  # its message may quote a body
+    return text if len(text) <= max_chars else text[: max(max_chars - 1, 0)] + "…"
+
+
+def _explain(primary: UpstreamResult, shadow: UpstreamResult, c: _Compiled) -> str:
+    if primary.truncated or shadow.truncated:
+        return "a body was captured only in part: compared by hash only"
+    sp, ss = _Side.of(primary, c.max_diff_bytes), _Side.of(shadow, c.max_diff_bytes)
+    if sp.decoded.over or ss.decoded.over:
+        return f"a body is over the diff limit of {c.max_diff_bytes} bytes: compared by hash only"
+    errors = [f"{side.result.backend}: {side.decoded.error}" for side in (sp, ss) if side.decoded.error]
+    if errors:
+        return "; ".join(errors)
+    if "json" in (sp.kind, ss.kind):
+        vp, vs = _parse_json(sp), _parse_json(ss)
+        if vp is not _INVALID and vs is not _INVALID:
+            return _explain_json(vp, vs, c.body)
+        if (vp is _INVALID) != (vs is _INVALID):
+            bad = sp if vp is _INVALID else ss
+            return f"the {bad.result.backend} body is not valid JSON ({bad.media or 'no content-type'})"
+    if sp.kind == "binary" or ss.kind == "binary":
+        return f"binary bodies: primary {_preview(sp) or 'empty'}, shadow {_preview(ss) or 'empty'}"
+    lines = difflib.unified_diff(
+        sp.text().splitlines(), ss.text().splitlines(), "primary", "shadow", n=1, lineterm=""
+    )
+    return "\n".join(lines) or "the bodies are equal"
+
+
+def _explain_json(vp: Any, vs: Any, rules: BodyRules) -> str:
+    start = rules.matcher.start
+    cp, cs = rules.canonical(vp, start), rules.canonical(vs, start)
+    dd = DeepDiff(
+        cp,
+        cs,
+        custom_operators=[_Tolerance(rules)] if rules.has_tolerance else None,
+        ignore_numeric_type_changes=True,
+        threshold_to_diff_deeper=0,
+        max_diffs=200,
+    )
+    return str(dd.pretty()) or "the bodies are equal once the rules are applied"
+
+
+class _Tolerance:
+    """A DeepDiff operator: numbers within a tolerance rule of their path are equal."""
+
+    def __init__(self, rules: BodyRules) -> None:
+        self.rules = rules
+
+    def match(self, level: Any) -> bool:
+        return jsondiff.kind_of(level.t1) == jsondiff.kind_of(level.t2) == "number"
+
+    def give_up_diffing(self, level: Any, diff_instance: Any) -> bool:
+        states = self.rules.matcher.start
+        for seg in level.path(output_format="list"):
+            states = self.rules.step(states, seg)
+        return jsondiff.close(level.t1, level.t2, self.rules.effects(states).tolerances)
+
+
+def decoded_text(result: UpstreamResult, limit: int) -> str:
+    """The body decoded (content-encoding, charset) as readable text for a stored sample;
+    binary -> a `<N bytes binary, sha256 ...>` line. Never raises."""
+    size = max(result.body_size, len(result.body))
+    side = _Side.of(result, max(limit, 0))
+    if side.decoded.error:
+        return f"<{size} bytes, {side.decoded.error}, sha256 {hashlib.sha256(result.body).hexdigest()[:16]}>"
+    if side.kind == "binary":
+        return f"<{size} bytes binary, sha256 {hashlib.sha256(result.body).hexdigest()[:16]}>"
+    text = side.text()
+    if side.decoded.over or result.truncated:
+        text += f"\n…[truncated at {limit} decoded bytes; {size} bytes received]"
+    return text
