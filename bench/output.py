@@ -1,0 +1,91 @@
+"""The run as Markdown (for people and the PR) and JSON (for tools). Pure: strings only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from bench.results import Results, markdown_table
+from bench.targets import Target
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    scenarios: tuple[str, ...]
+    bodies: tuple[str, ...]
+    connections: tuple[int, ...]
+    duration_s: int
+    warmup_s: int
+    smoke: bool
+
+
+HOW = """\
+How: every process on 127.0.0.1; `wrk -t1 -c<conns> -d<duration>s --latency` per row after a warm-up.
+Upstreams are nginx (worker_processes 1, keepalive, access_log off) serving the JSON body from a file;
+the slow shadow answers after 200 ms and the hanging one never (shadow timeout_s 1), both a small aiohttp
+process. proxy CPU = utime+stime of the proxy's process group over the row / requests; peak RSS = VmHWM
+summed over the group (since the proxy started: one proxy process per scenario, rows in table order).
+Ratios compare with nginx-mirror and direct at the same body and connections."""
+
+
+def markdown(machine: dict[str, Any], params: Params, results: Results, targets: list[Target]) -> str:
+    versions = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items())
+    head = [
+        "# shadowproxy benchmark" + (" (smoke: not a measurement)" if params.smoke else ""),
+        "",
+        f"{machine.get('date')} on {machine.get('nproc')} CPU(s), {machine.get('cpu_model')}, "
+        f"{machine.get('memory_gib')} GiB, Linux {machine.get('kernel')}, Python {machine.get('python')}; "
+        f"{versions}; commit {machine.get('git_commit')}.",
+        f"Load average before the run: {machine.get('loadavg_1m_before')} (1 min; well above 0 means other "
+        "work competed for the CPUs and every number below is pessimistic).",
+        f"Duration {params.duration_s} s per row, warm-up {params.warmup_s} s per scenario, "
+        f"connections {', '.join(map(str, params.connections))}.",
+        "",
+    ]
+    body = [markdown_table(results.rows()), "", "Targets (reported, not asserted):", "", "```"]
+    body += [t.line() for t in targets]
+    body += ["```", "", HOW, ""]
+    return "\n".join(head + body)
+
+
+def json_document(machine: dict[str, Any], params: Params, results: Results, targets: list[Target]) -> bytes:
+    rows = []
+    for row in results.rows():
+        m, w = row.m, row.m.wrk
+        rows.append(
+            {
+                "scenario": m.scenario,
+                "body": m.body,
+                "connections": m.connections,
+                "ok": m.ok,
+                "error": m.error,
+                "requests": w.requests if w else None,
+                "duration_s": w.duration_s if w else None,
+                "rps": w.rps if w else None,
+                "p50_ms": w.p50_ms if w else None,
+                "p99_ms": w.p99_ms if w else None,
+                "socket_errors": w.socket_errors if w else None,
+                "non_2xx": w.non_2xx if w else None,
+                "proxy_cpu_us_per_request": m.cpu_us_per_request,
+                "proxy_peak_rss_kib": m.peak_rss_kib,
+                "rps_vs_mirror": row.vs_mirror,
+                "rps_vs_direct": row.vs_direct,
+                "p50_added_over_direct_ms": row.added_p50_ms,
+            }
+        )
+    doc = {
+        "machine": machine,
+        "params": {
+            "scenarios": list(params.scenarios),
+            "bodies": list(params.bodies),
+            "connections": list(params.connections),
+            "duration_s": params.duration_s,
+            "warmup_s": params.warmup_s,
+            "smoke": params.smoke,
+        },
+        "results": rows,
+        "targets": [{"name": t.name, "status": t.status, "detail": t.detail} for t in targets],
+    }
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n"

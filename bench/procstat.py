@@ -1,0 +1,80 @@
+"""CPU time and peak memory of a process group, from /proc (Linux only).
+
+Every process the harness starts leads its own process group, so "the proxy" is that
+group: a shadowproxy supervisor with its workers, or an nginx master with its worker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROC = Path("/proc")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    pid: int
+    ppid: int
+    pgrp: int
+    cpu_ticks: int  # utime + stime
+
+
+def parse_stat(line: str) -> Stat:
+    # comm is in parentheses and may itself hold spaces and ')': split after the last one.
+    head, _, tail = line.rpartition(")")
+    fields = tail.split()
+    pid = int(head.split("(", 1)[0])
+    return Stat(
+        pid=pid, ppid=int(fields[1]), pgrp=int(fields[2]), cpu_ticks=int(fields[11]) + int(fields[12])
+    )
+
+
+def parse_hwm_kib(status: str) -> int:
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0  # kernel threads and zombies have no memory lines
+
+
+def _group_pids(pgrp: int) -> list[Stat]:
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = parse_stat((entry / "stat").read_text())
+        except (OSError, ValueError, IndexError):
+            continue  # it exited while we looked
+        if stat.pgrp == pgrp:
+            found.append(stat)
+    return found
+
+
+def group_cpu_s(pgrp: int) -> float:
+    """CPU seconds (user + system) used so far by the live members of a process group."""
+    return sum(s.cpu_ticks for s in _group_pids(pgrp)) / CLOCK_TICKS
+
+
+def group_peak_rss_kib(pgrp: int) -> int:
+    """Sum of each member's peak resident set (VmHWM): workers do not share their heaps."""
+    total = 0
+    for s in _group_pids(pgrp):
+        try:
+            total += parse_hwm_kib((PROC / str(s.pid) / "status").read_text())
+        except OSError:
+            continue
+    return total
+
+
+def listening_sockets(port: int) -> int:
+    """How many sockets listen on 127.0.0.1:port: one per worker under SO_REUSEPORT."""
+    wanted = f"0100007F:{port:04X}"
+    count = 0
+    for line in (PROC / "net" / "tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A":  # 0A is TCP_LISTEN
+            count += 1
+    return count

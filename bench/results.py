@@ -1,0 +1,128 @@
+"""Measurements, the ratios between them, and the table they print as. Pure: no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.wrk import WrkResult
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    scenario: str
+    body: str
+    connections: int
+    wrk: WrkResult | None = None
+    # None where there is no proxy (direct) or the run failed.
+    cpu_us_per_request: float | None = None
+    peak_rss_kib: int | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.wrk is not None and self.error is None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A measurement with its comparisons to the baselines at the same body and connections."""
+
+    m: Measurement
+    vs_mirror: float | None
+    vs_direct: float | None
+    added_p50_ms: float | None
+
+
+class Results:
+    def __init__(self, measurements: list[Measurement]) -> None:
+        self.measurements = measurements
+        self._index = {(m.scenario, m.body, m.connections): m for m in measurements}
+
+    def get(self, scenario: str, body: str, connections: int) -> WrkResult | None:
+        m = self._index.get((scenario, body, connections))
+        return m.wrk if m is not None and m.ok else None
+
+    def measurement(self, scenario: str, body: str, connections: int) -> Measurement | None:
+        m = self._index.get((scenario, body, connections))
+        return m if m is not None and m.ok else None
+
+    def rows(self) -> list[Row]:
+        out = []
+        for m in self.measurements:
+            mirror = self.get("nginx-mirror", m.body, m.connections)
+            direct = self.get("direct", m.body, m.connections)
+            w = m.wrk if m.ok else None
+            out.append(
+                Row(
+                    m,
+                    vs_mirror=_ratio(w.rps, mirror.rps) if w and mirror else None,
+                    vs_direct=_ratio(w.rps, direct.rps) if w and direct else None,
+                    added_p50_ms=w.p50_ms - direct.p50_ms if w and direct else None,
+                )
+            )
+        return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+COLUMNS = (
+    "scenario",
+    "body",
+    "conns",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "proxy CPU µs/req",
+    "proxy peak RSS MiB",
+    "req/s vs mirror",
+    "req/s vs direct",
+    "p50 added over direct ms",
+    "note",
+)
+
+
+_LEFT = {"scenario", "body", "note"}
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def cells(row: Row) -> list[str]:
+    m, w = row.m, row.m.wrk if row.m.ok else None
+    rss_mib = None if m.peak_rss_kib is None else m.peak_rss_kib / 1024
+    return [
+        m.scenario,
+        m.body,
+        str(m.connections),
+        _num(w.rps if w else None, ",.0f"),
+        _num(w.p50_ms if w else None, ".2f"),
+        _num(w.p99_ms if w else None, ".2f"),
+        _num(m.cpu_us_per_request if w else None, ".0f"),
+        _num(rss_mib if w else None, ".1f"),
+        _num(row.vs_mirror, ".2f"),
+        _num(row.vs_direct, ".2f"),
+        _num(row.added_p50_ms, "+.2f"),
+        _note(m),
+    ]
+
+
+def _note(m: Measurement) -> str:
+    if m.error is not None:
+        # One line: a table cell cannot hold a log tail.
+        first = m.error.strip().splitlines()[0] if m.error.strip() else "failed"
+        return "FAILED: " + first.replace("|", "/")[:120]
+    if m.wrk is not None and m.wrk.failed:
+        return f"{m.wrk.failed} failed requests"
+    return ""
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = [
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" if c in _LEFT else "---:" for c in COLUMNS) + "|",
+    ]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    return "\n".join(lines)

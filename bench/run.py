@@ -1,0 +1,209 @@
+"""`python -m bench.run`: measure shadowproxy beside direct and nginx `mirror`, print the table
+and the targets, write bench/results/<name>.md and .json. Exit 0 when every row ran, 1 when
+one failed (socket errors, non-2xx, a proxy that did not start), 2 on a usage or tool error."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import bodies, machine, procstat, scenarios, wrk
+from bench.output import Params, json_document, markdown
+from bench.procs import StartError, started
+from bench.results import Measurement, Results, markdown_table
+from bench.scenarios import Run, Scenario
+from bench.servers import REPO, Server, start_nginx, start_shadowproxy, start_slow_shadow, start_upstream
+from bench.targets import evaluate
+
+RESULTS_DIR = REPO / "bench" / "results"
+# What makes a scenario fail without stopping the others.
+_SCENARIO_ERRORS = (StartError, wrk.WrkError, OSError, subprocess.SubprocessError)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _connections(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in _csv(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"connections must be whole numbers, not {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("give at least one connection count, each >= 1")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None) -> Params:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--scenarios", type=_csv, default=tuple(scenarios.BY_NAME), help="comma-separated subset")
+    p.add_argument("--bodies", type=_csv, default=bodies.BODY_KINDS, help="1k,50k (default both)")
+    p.add_argument("--connections", type=_connections, default=(1, 8), help="default 1,8")
+    p.add_argument("--duration", type=int, default=10, help="seconds per row (default 10)")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load per scenario (0: none)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CI check that the harness runs: 1 s, 1 connection, 3 scenarios (overrides the other options)",
+    )
+    a = p.parse_args(argv)
+    if a.smoke:
+        return Params(scenarios.SMOKE, ("1k",), (1,), duration_s=1, warmup_s=1, smoke=True)
+    try:
+        scenarios.select(list(a.scenarios))
+    except ValueError as e:
+        p.error(str(e))
+    if unknown := [b for b in a.bodies if b not in bodies.BODY_KINDS]:
+        p.error(f"unknown body {', '.join(unknown)}; known: {', '.join(bodies.BODY_KINDS)}")
+    if a.duration < 1 or a.warmup < 0:
+        p.error("--duration must be >= 1 and --warmup >= 0")
+    return Params(a.scenarios, a.bodies, a.connections, a.duration, a.warmup, smoke=False)
+
+
+class Bench:
+    """Owns the run's processes: shared upstreams live until the end, the rest per scenario."""
+
+    def __init__(self, nginx: str, workdir: Path, params: Params, stack: contextlib.ExitStack) -> None:
+        self.nginx, self.workdir, self.params, self.stack = nginx, workdir, params, stack
+        self._shared: dict[str, Server] = {}
+
+    def shared(self, name: str) -> Server:
+        """An upstream every scenario may use, started on first need."""
+        if name not in self._shared:
+            if name == "nginx-mirror":
+                primary, shadow = self.shared("primary"), self.shared("shadow-equal")
+                ports = {"primary_port": primary.port, "shadow_port": shadow.port}
+                server = start_nginx(self.nginx, self.workdir, name, "mirror.conf", **ports)
+            else:
+                server = start_upstream(self.nginx, self.workdir, name, mismatch=name == "shadow-mismatch")
+            self.stack.enter_context(started(server.process))
+            self._shared[name] = server
+        return self._shared[name]
+
+    def run_scenario(self, scenario: Scenario, runs: list[Run]) -> list[Measurement]:
+        done: list[Measurement] = []
+        try:
+            with contextlib.ExitStack() as own:
+                target = self._target(scenario, own)
+                if self.params.warmup_s:
+                    url = target.url + bodies.PATHS[runs[0].body]
+                    wrk.run(url, max(r.connections for r in runs), self.params.warmup_s)
+                # direct has no proxy in between: nothing of ours to measure there.
+                group = None if scenario.via == "direct" else target.process.pid
+                for run in runs:
+                    done.append(self._measure(target, group, run))
+                    _progress(done[-1])
+        except _SCENARIO_ERRORS as e:
+            failed = [
+                Measurement(r.scenario.name, r.body, r.connections, error=str(e)) for r in runs[len(done) :]
+            ]
+            for m in failed:
+                _progress(m)
+            done += failed
+        return done
+
+    def _target(self, scenario: Scenario, own: contextlib.ExitStack) -> Server:
+        if scenario.via == "direct":
+            return self.shared("primary")
+        if scenario.via == "nginx-mirror":
+            return self.shared("nginx-mirror")
+        if scenario.shadow in ("slow", "hanging"):
+            shadow = start_slow_shadow(
+                self.workdir, f"shadow-{scenario.shadow}", hang=scenario.shadow == "hanging"
+            )
+            own.enter_context(started(shadow.process))
+        else:
+            shadow = self.shared(f"shadow-{scenario.shadow}")
+        proxy = start_shadowproxy(self.workdir, scenario, self.shared("primary").url, shadow.url)
+        own.enter_context(started(proxy.process))
+        return proxy
+
+    def _measure(self, target: Server, group: int | None, run: Run) -> Measurement:
+        cpu_before = procstat.group_cpu_s(group) if group else 0.0
+        result = wrk.run(target.url + bodies.PATHS[run.body], run.connections, self.params.duration_s)
+        cpu_us_per_request = rss_kib = None
+        if group is not None:
+            if result.requests:
+                cpu_us_per_request = (procstat.group_cpu_s(group) - cpu_before) * 1e6 / result.requests
+            rss_kib = procstat.group_peak_rss_kib(group)
+        error = result.problem()
+        if not target.process.alive():
+            error = f"{target.process.name} exited during the run: {target.process.log_tail(5)}"
+        elif error is not None and group is not None:
+            # The proxy's last words usually say why; the table shows the first line only.
+            last = target.process.log_tail(1) or "(empty log)"
+            error = f"{error}; {target.process.name} log ends: {last}\n{target.process.log_tail(20)}"
+        return Measurement(
+            run.scenario.name, run.body, run.connections, result, cpu_us_per_request, rss_kib, error
+        )
+
+
+def _progress(m: Measurement) -> None:
+    where = f"{m.scenario} {m.body} @{m.connections}"
+    if m.error:
+        print(f"  {where}: FAILED {m.error}", flush=True)
+    if m.wrk is not None and m.wrk.requests:
+        w = m.wrk
+        print(f"  {where}: {w.rps:,.0f} req/s, p50 {w.p50_ms:.2f} ms, p99 {w.p99_ms:.2f} ms", flush=True)
+
+
+def measure(params: Params, nginx: str) -> list[Measurement]:
+    measurements: list[Measurement] = []
+    with tempfile.TemporaryDirectory(prefix="shadowproxy-bench-") as tmp, contextlib.ExitStack() as stack:
+        # nginx workers drop to an unprivileged user when started as root: they must read our files.
+        os.chmod(tmp, 0o755)
+        bench = Bench(nginx, Path(tmp), params, stack)
+        for scenario in scenarios.select(list(params.scenarios)):
+            runs = scenarios.plan(scenario, params.bodies, params.connections)
+            if runs:
+                print(f"{scenario.name}:", flush=True)
+                measurements += bench.run_scenario(scenario, runs)
+    return measurements
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    params = parse_args(argv)
+    # `kill` and Ctrl-C take the same way out, through every `finally` that stops a process.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    load_before = machine.load_average()
+    try:
+        tools = machine.ensure_tools()
+        measurements = measure(params, tools["nginx"])
+    except machine.ToolError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    except StartError as e:
+        print(f"bench: an upstream did not start: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+    results = Results(measurements)
+    targets = evaluate(results, params.connections)
+    info = machine.info(tools, REPO, load_before)
+    name = "smoke" if params.smoke else "latest"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{name}.md").write_text(markdown(info, params, results, targets))
+    (RESULTS_DIR / f"{name}.json").write_bytes(json_document(info, params, results, targets))
+    print()
+    print(markdown_table(results.rows()))
+    print()
+    for t in targets:
+        print(t.line())
+    print(f"\nwritten: {RESULTS_DIR / name}.md and .json")
+    failed = [m for m in measurements if not m.ok]
+    if failed:
+        print(f"bench: {len(failed)} row(s) failed to run", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""What is measured: the scenarios, the run plan, and the shadowproxy config of each.
+
+Pure: no processes, no I/O. The plan is body-major then connections, so in one proxy process
+the 1 KB rows are measured before the 50 KB ones can raise its memory peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Via = Literal["direct", "nginx-mirror", "shadowproxy"]
+ShadowKind = Literal["equal", "mismatch", "slow", "hanging"]
+
+# The hanging shadow is given up on after this, as the issue asks.
+HANGING_TIMEOUT_S = 1.0
+# A benchmark stop should not wait out the default 15 s drain behind a hanging shadow.
+DRAIN_TIMEOUT_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    via: Via
+    shadow: ShadowKind = "equal"
+    shadowing: bool = True
+    workers: int = 1
+    bodies: tuple[str, ...] = ("1k",)
+    # The workers: 2 variant answers a throughput question, asked at the highest load only.
+    max_connections_only: bool = False
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("direct", "direct", bodies=("1k", "50k")),
+    Scenario("nginx-mirror", "nginx-mirror", bodies=("1k", "50k")),
+    Scenario("shadowproxy-off", "shadowproxy", shadowing=False),
+    Scenario("shadowproxy-equal", "shadowproxy", bodies=("1k", "50k")),
+    Scenario("shadowproxy-mismatch", "shadowproxy", shadow="mismatch"),
+    Scenario("shadowproxy-slow-shadow", "shadowproxy", shadow="slow"),
+    Scenario("shadowproxy-hanging-shadow", "shadowproxy", shadow="hanging"),
+    Scenario("shadowproxy-equal-w2", "shadowproxy", workers=2, max_connections_only=True),
+)
+BY_NAME = {s.name: s for s in SCENARIOS}
+SMOKE = ("direct", "shadowproxy-equal", "nginx-mirror")
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    scenario: Scenario
+    body: str
+    connections: int
+
+
+def select(names: list[str]) -> tuple[Scenario, ...]:
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    return tuple(BY_NAME[n] for n in dict.fromkeys(names))
+
+
+def plan(scenario: Scenario, bodies: tuple[str, ...], connections: tuple[int, ...]) -> list[Run]:
+    """The runs of one scenario, for the bodies and connection counts asked for."""
+    conns = (max(connections),) if scenario.max_connections_only else connections
+    return [Run(scenario, b, c) for b in scenario.bodies if b in bodies for c in conns]
+
+
+def shadowproxy_config(
+    scenario: Scenario,
+    *,
+    listen_port: int,
+    admin_port: int,
+    primary_url: str,
+    shadow_url: str,
+    store_path: str,
+) -> dict[str, Any]:
+    """The YAML document (as a mapping) that `shadowproxy run -c` gets for this scenario."""
+    shadow: dict[str, Any] = {"url": shadow_url, "name": f"shadow-{scenario.shadow}"}
+    if scenario.shadow == "hanging":
+        shadow["timeout_s"] = HANGING_TIMEOUT_S
+    return {
+        "listen": {"host": "127.0.0.1", "port": listen_port},
+        "admin": {"host": "127.0.0.1", "port": admin_port},
+        "primary": {"url": primary_url, "name": "primary-nginx"},
+        "shadow": shadow,
+        "workers": scenario.workers,
+        "drain_timeout_s": DRAIN_TIMEOUT_S,
+        "shadowing": {"enabled": scenario.shadowing},
+        "store": {"path": store_path},
+        "log": {"level": "warning"},
+    }

@@ -1,0 +1,223 @@
+"""The benchmark harness's pure parts: wrk parsing, /proc parsing, the plan, the generated
+shadowproxy config, the table and the targets. No load is generated here."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import yaml
+
+from bench import procstat, scenarios, wrk
+from bench.results import COLUMNS, Measurement, Results, markdown_table
+from bench.run import parse_args
+from bench.servers import render
+from bench.targets import evaluate
+from shadowproxy import config
+
+WRK_OK = """\
+Running 10s test @ http://127.0.0.1:8080/api/pitches/1k.json
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   112.10us   30.30us   1.23ms   86.71%
+    Req/Sec    70.10k     2.10k   74.00k    70.00%
+  Latency Distribution
+     50%  108.00us
+     75%  120.00us
+     90%  140.00us
+     99%    1.21ms
+  701234 requests in 10.00s, 800.00MB read
+Requests/sec:  70123.40
+Transfer/sec:     80.00MB
+"""
+
+WRK_ERRORS = """\
+Running 1s test @ http://127.0.0.1:36861/nope
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   778.53us    1.22ms   9.22ms   83.83%
+    Req/Sec    15.03k     3.01k   19.68k    60.00%
+  Latency Distribution
+     50%   60.00us
+     75%    1.25ms
+     90%    2.64ms
+     99%    2.01s
+  14915 requests in 1.00m, 4.38MB read
+  Socket errors: connect 0, read 3, write 1, timeout 6
+  Non-2xx or 3xx responses: 140
+Requests/sec:  14861.79
+Transfer/sec:      4.37MB
+"""
+
+
+def test_wrk_parse_reads_rate_percentiles_and_count():
+    r = wrk.parse(WRK_OK)
+    assert r == wrk.WrkResult(requests=701234, duration_s=10.0, rps=70123.40, p50_ms=0.108, p99_ms=1.21)
+    assert r.failed == 0
+    assert r.problem() is None
+
+
+def test_wrk_parse_reads_errors_and_units():
+    r = wrk.parse(WRK_ERRORS)
+    assert (r.p50_ms, r.p99_ms, r.duration_s) == pytest.approx((0.06, 2010.0, 60.0))
+    assert (r.socket_errors, r.non_2xx, r.failed) == (10, 140, 150)
+    problem = r.problem()
+    assert problem is not None and "150 of 14915" in problem
+
+
+def test_wrk_parse_refuses_output_without_latency_distribution():
+    without = "\n".join(line for line in WRK_OK.splitlines() if "%  " not in line)
+    with pytest.raises(wrk.WrkError, match="--latency"):
+        wrk.parse(without)
+
+
+@pytest.mark.parametrize(
+    ("requests", "failed", "ok"),
+    [(1000, 10, True), (1000, 11, False), (0, 0, False), (5, 0, True)],
+)
+def test_wrk_problem_allows_at_most_one_percent_failures(requests, failed, ok):
+    r = wrk.WrkResult(requests=requests, duration_s=1, rps=requests, p50_ms=1, p99_ms=2, non_2xx=failed)
+    assert (r.problem() is None) is ok
+
+
+def test_wrk_command_is_one_thread_bounded_and_loopback_only():
+    assert wrk.command("http://127.0.0.1:9/x", 8, 10) == [
+        "wrk", "-t1", "-c8", "-d10s", "--latency", "http://127.0.0.1:9/x",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1"):
+        wrk.command("http://10.0.0.5:9/x", 8, 10)
+    with pytest.raises(ValueError):
+        wrk.command("http://127.0.0.1:9/x", 0, 10)
+
+
+def test_parse_stat_survives_spaces_and_parentheses_in_the_command_name():
+    line = "4242 (py (worker) 1) S 4200 4200 4200 0 -1 4194560 10 0 0 0 150 25 3 1 20 0 2 0 100 1000 50"
+    assert procstat.parse_stat(line) == procstat.Stat(pid=4242, ppid=4200, pgrp=4200, cpu_ticks=175)
+
+
+def test_parse_hwm_reads_kib_and_tolerates_kernel_threads():
+    assert procstat.parse_hwm_kib("Name:\tpython\nVmPeak:\t 9000 kB\nVmHWM:\t   51234 kB\n") == 51234
+    assert procstat.parse_hwm_kib("Name:\tkthreadd\nState:\tS\n") == 0
+
+
+def test_proc_readers_see_this_process_and_a_real_listening_socket():
+    assert procstat.group_peak_rss_kib(os.getpgrp()) > 0
+    assert procstat.group_cpu_s(os.getpgrp()) > 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        assert procstat.listening_sockets(port) == 0
+        s.listen()
+        assert procstat.listening_sockets(port) == 1
+
+
+def test_plan_is_body_major_and_w2_runs_at_the_highest_load_only():
+    equal, w2 = scenarios.BY_NAME["shadowproxy-equal"], scenarios.BY_NAME["shadowproxy-equal-w2"]
+    got = [(r.body, r.connections) for r in scenarios.plan(equal, ("1k", "50k"), (1, 8))]
+    assert got == [("1k", 1), ("1k", 8), ("50k", 1), ("50k", 8)]
+    assert [(r.body, r.connections) for r in scenarios.plan(w2, ("1k", "50k"), (1, 8))] == [("1k", 8)]
+    assert scenarios.plan(scenarios.BY_NAME["shadowproxy-mismatch"], ("50k",), (1, 8)) == []
+
+
+def test_select_names_the_unknown_scenario():
+    with pytest.raises(ValueError, match="nginx-mirorr"):
+        scenarios.select(["direct", "nginx-mirorr"])
+
+
+@pytest.mark.parametrize("scenario", scenarios.SCENARIOS, ids=lambda s: s.name)
+def test_generated_config_is_accepted_by_the_shadowproxy_loader(scenario, tmp_path):
+    doc = scenarios.shadowproxy_config(
+        scenario,
+        listen_port=18080,
+        admin_port=19090,
+        primary_url="http://127.0.0.1:1111",
+        shadow_url="http://127.0.0.1:2222",
+        store_path=str(tmp_path / "s.db"),
+    )
+    cfg = config.loads(yaml.safe_dump(doc))
+    assert (cfg.listen.host, cfg.admin.host) == ("127.0.0.1", "127.0.0.1")
+    assert cfg.shadowing.enabled is scenario.shadowing
+    assert cfg.workers == scenario.workers
+    assert cfg.log.level == "warning"
+    assert (cfg.shadow.timeout_s == 1.0) is (scenario.shadow == "hanging")
+
+
+def test_nginx_templates_render_with_nothing_left_to_fill():
+    up = render("upstream.conf", prefix="/tmp/p", port=1234)
+    mirror = render("mirror.conf", prefix="/tmp/m", port=1, primary_port=2, shadow_port=3)
+    assert "@@" not in up + mirror
+    assert "listen 127.0.0.1:1234;" in up and "daemon off;" in up
+    assert "server 127.0.0.1:2;" in mirror and "server 127.0.0.1:3;" in mirror
+    assert "mirror /_mirror;" in mirror
+
+
+def test_smoke_is_one_second_one_connection_three_scenarios():
+    p = parse_args(["--smoke"])
+    assert (p.duration_s, p.connections, p.bodies) == (1, (1,), ("1k",))
+    assert set(p.scenarios) == {"direct", "shadowproxy-equal", "nginx-mirror"}
+    with pytest.raises(SystemExit):
+        parse_args(["--scenarios", "nope"])
+
+
+def _m(scenario: str, rps: float, p50: float, p99: float, conns: int = 8, rss: int = 40_000) -> Measurement:
+    w = wrk.WrkResult(requests=int(rps * 10), duration_s=10, rps=rps, p50_ms=p50, p99_ms=p99)
+    return Measurement(scenario, "1k", conns, wrk=w, cpu_us_per_request=250.0, peak_rss_kib=rss)
+
+
+def _results() -> Results:
+    return Results(
+        [
+            _m("direct", 20_000, 0.10, 0.20, conns=1),
+            _m("direct", 70_000, 0.08, 0.20),
+            _m("nginx-mirror", 7_000, 1.10, 2.00),
+            _m("shadowproxy-equal", 3_500, 0.35, 1.00, conns=1),
+            _m("shadowproxy-equal", 7_700, 1.00, 1.90),
+            _m("shadowproxy-mismatch", 5_000, 1.20, 2.50),
+            _m("shadowproxy-hanging-shadow", 7_600, 1.00, 2.50, rss=50_000),
+            Measurement("shadowproxy-slow-shadow", "1k", 8, error="proxy did not start | log tail\nmore"),
+        ]
+    )
+
+
+def test_rows_carry_ratios_against_mirror_and_direct_at_the_same_load():
+    rows = {(r.m.scenario, r.m.connections): r for r in _results().rows()}
+    eq8 = rows[("shadowproxy-equal", 8)]
+    assert eq8.vs_mirror == pytest.approx(1.1)
+    assert eq8.vs_direct == pytest.approx(0.11)
+    assert eq8.added_p50_ms == pytest.approx(0.92)
+    eq1 = rows[("shadowproxy-equal", 1)]
+    assert eq1.vs_mirror is None and eq1.added_p50_ms == pytest.approx(0.25)
+    failed = rows[("shadowproxy-slow-shadow", 8)]
+    assert (failed.vs_mirror, failed.vs_direct, failed.added_p50_ms) == (None, None, None)
+
+
+def test_markdown_table_has_one_cell_per_column_and_one_line_per_failure():
+    table = markdown_table(_results().rows())
+    lines = table.splitlines()
+    assert len(lines) == 2 + 8
+    assert all(line.count("|") == len(COLUMNS) + 1 for line in lines)
+    eq8 = next(line for line in lines if line.startswith("| shadowproxy-equal | 1k | 8 |"))
+    assert "| 7,700 | 1.00 | 1.90 | 250 | 39.1 | 1.10 | 0.11 | +0.92 |" in eq8
+    slow = next(line for line in lines if "slow-shadow" in line)
+    assert "FAILED: proxy did not start / log tail |" in slow and "more" not in slow
+    assert slow.count("—") == 8  # every number, none invented
+
+
+def test_targets_pass_miss_and_skip_from_the_numbers():
+    by_name = {t.name: t for t in evaluate(_results(), (1, 8))}
+
+    def status(fragment: str) -> str:
+        (hit,) = [t for n, t in by_name.items() if fragment in n]
+        return hit.status
+
+    assert status("@8 conns throughput >= nginx-mirror") == "PASS"
+    assert status("@8 conns p99 <= nginx-mirror") == "PASS"
+    assert status("@1 conns p50 added over direct") == "PASS"
+    assert status("mismatch 1k @8") == "MISS"  # 5000 / 7700 = 0.65 < 0.7
+    assert status("mismatch 1k @1") == "SKIP"
+    assert status("hanging-shadow 1k @8 conns primary p99") == "MISS"  # +32 %
+    assert status("hanging-shadow 1k @8 conns peak RSS") == "MISS"  # +25 %
+    assert status("slow-shadow 1k @8 conns primary p99") == "SKIP"
+    assert status("workers: 2") == "SKIP"
+    assert all(t.line().startswith(t.status + "  ") for t in by_name.values())
