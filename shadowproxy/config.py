@@ -237,6 +237,8 @@ class RouteShadow:
 class Route:
     name: str
     match: str
+    # Only these methods match this route (e.g. POST /api/pitches as its own route); None: any.
+    methods: tuple[str, ...] | None = None
     critical: bool = False
     shadow: RouteShadow = RouteShadow()
     compare: RouteCompare | None = None
@@ -315,7 +317,12 @@ class Config:
     listen: Listen = Listen()
     admin: Admin = Admin()
     workers: int = 1
+    # `fast`: the httptools server and keep-alive pools (shadowproxy/fast); `aiohttp`: the
+    # reference implementation on aiohttp's server and client. Same behaviour, tested on both.
+    engine: Literal["fast", "aiohttp"] = "fast"
     drain_timeout_s: float = 15.0
+    # How often the live verdict (gauge shadowproxy_verdict, GET /api/verdict) is recomputed.
+    verdict_interval_s: float = 15.0
     secondary: Secondary | None = None
     shadowing: Shadowing = Shadowing()
     routes: tuple[Route, ...] = ()
@@ -400,7 +407,9 @@ def _expand(value: Any, path: str, env: typing.Mapping[str, str], errors: list[s
                 return env[name]
             if default is not None:
                 return default
-            errors.append(f"{path or '<top>'}: environment variable {name} is not set (use ${{{name}:-default}})")
+            errors.append(
+                f"{path or '<top>'}: environment variable {name} is not set (use ${{{name}:-default}})"
+            )
             return ""
 
         return _VAR.sub(sub, value)
@@ -551,15 +560,21 @@ def _check(cfg: Config, errors: list[str]) -> None:
     names: set[str] = set()
     for i, r in enumerate(cfg.routes):
         p = f"routes[{i}]"
+        if not isinstance(r, Route):
+            continue  # its shape is already reported
         if r.name in names:
             errors.append(f"{p}.name: route name {r.name!r} is used twice")
         names.add(r.name)
         if not r.name or r.name == "other" or not re.fullmatch(r"[A-Za-z0-9_.:/{}\-]+", r.name):
-            errors.append(f"{p}.name: {r.name!r} is not usable as a route label (letters, digits, _ . : / - only)")
+            errors.append(
+                f"{p}.name: {r.name!r} is not usable as a route label (letters, digits, _ . : / - only)"
+            )
         if not r.match.startswith("/"):
             errors.append(f"{p}.match: must start with '/', not {r.match!r}")
         elif "**" in r.match and not r.match.endswith("/**"):
             errors.append(f"{p}.match: '**' may only end the pattern (like /api/pitches/**)")
+        if r.methods is not None:
+            _check_methods(f"{p}.methods", r.methods, errors)
         if r.shadow.methods is not None:
             _check_methods(f"{p}.shadow.methods", r.shadow.methods, errors)
         if r.shadow.sample_rate is not None:
@@ -607,7 +622,25 @@ def _check_methods(key: str, methods: tuple[str, ...], errors: list[str]) -> Non
 
 
 def _check_rules(key: str, rules: CompareRules, errors: list[str]) -> None:
+    # jsonpath owns the path grammar; imported here to keep the import graph one-way.
+    from shadowproxy.jsonpath import parse
+
+    def path_ok(where: str, path: str) -> None:
+        try:
+            parse(path)
+        except ValueError as e:
+            errors.append(f"{where}: {e}")
+
+    for i, p in enumerate(rules.ignore):
+        path_ok(f"{key}.ignore[{i}]", p)
+    for i, u in enumerate(rules.unordered):
+        path_ok(f"{key}.unordered[{i}].path", u.path)
+    for i, t in enumerate(rules.tolerance):
+        path_ok(f"{key}.tolerance[{i}].path", t.path)
+        if t.abs < 0 or t.rel < 0:
+            errors.append(f"{key}.tolerance[{i}]: abs and rel must not be negative")
     for i, n in enumerate(rules.normalize):
+        path_ok(f"{key}.normalize[{i}].path", n.path)
         if (n.builtin is None) == (n.regex is None):
             errors.append(f"{key}.normalize[{i}]: give exactly one of builtin or regex")
         if n.regex is not None:
@@ -615,10 +648,6 @@ def _check_rules(key: str, rules: CompareRules, errors: list[str]) -> None:
                 re.compile(n.regex)
             except re.error as e:
                 errors.append(f"{key}.normalize[{i}].regex: not a valid regular expression ({e})")
-    paths = [*rules.ignore, *(u.path for u in rules.unordered), *(t.path for t in rules.tolerance)]
-    for p in paths:
-        if isinstance(p, str) and not p.startswith("$"):
-            errors.append(f"{key}: JSON path {p!r} must start with '$' (like $.data[*].updated_at)")
 
 
 def _check_gate(key: str, g: Gate, errors: list[str]) -> None:
@@ -634,7 +663,8 @@ def _check_gate(key: str, g: Gate, errors: list[str]) -> None:
 
 def summary(cfg: Config) -> str:
     return (
-        f"OK {cfg.source}: listen {cfg.listen.host}:{cfg.listen.port}, admin {cfg.admin.host}:{cfg.admin.port}, "
+        f"OK {cfg.source}: listen {cfg.listen.host}:{cfg.listen.port}, "
+        f"admin {cfg.admin.host}:{cfg.admin.port}, "
         f"primary {cfg.primary.name or 'primary'} {cfg.primary.url}, shadow {cfg.shadow.name or 'shadow'} "
         f"{cfg.shadow.url}, {len(cfg.routes)} routes, shadowing "
         f"{'on' if cfg.shadowing.enabled else 'off'} ({', '.join(cfg.shadowing.methods)})"

@@ -147,7 +147,8 @@ class Sample:
             },
             "parts": list(self.parts),
             "fields": [
-                {"path": f.path, "kind": f.kind, "primary": f.primary, "shadow": f.shadow} for f in self.fields
+                {"path": f.path, "kind": f.kind, "primary": f.primary, "shadow": f.shadow}
+                for f in self.fields
             ],
             "explanation": self.explanation,
             "at": self.at,

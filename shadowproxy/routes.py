@@ -33,6 +33,7 @@ class _Pattern:
     name: str
     parts: tuple[str, ...]  # literal segment, "{...}" for one segment
     rest: bool  # ends with /** : matches any (even empty) remainder
+    methods: frozenset[str] | None
 
 
 def _compile(route: config.Route) -> _Pattern:
@@ -40,7 +41,8 @@ def _compile(route: config.Route) -> _Pattern:
     rest = bool(parts) and parts[-1] == "**"
     if rest:
         parts = parts[:-1]
-    return _Pattern(route.name, tuple(parts), rest)
+    methods = frozenset(m.upper() for m in route.methods) if route.methods else None
+    return _Pattern(route.name, tuple(parts), rest, methods)
 
 
 def auto_template(path: str) -> str:
@@ -58,29 +60,32 @@ def auto_template(path: str) -> str:
 class Router:
     """First configured route whose pattern fits wins; otherwise an automatic template."""
 
-    def __init__(self, routes: Sequence[config.Route], routing: config.Routing = config.Routing()) -> None:
+    def __init__(self, routes: Sequence[config.Route], routing: config.Routing | None = None) -> None:
+        routing = routing or config.Routing()
         self._patterns = tuple(_compile(r) for r in routes)
         self._configured = {r.name for r in routes}
         self._auto = routing.auto_templates
         self._max = routing.max_routes
         self._seen: set[str] = set(self._configured)
+        self._by_method = any(p.methods is not None for p in self._patterns)
         # Hot path: the same raw paths recur; the cache is bounded like everything else.
         self._cache: dict[str, str] = {}
 
-    def resolve(self, raw_path: str) -> str:
-        hit = self._cache.get(raw_path)
+    def resolve(self, raw_path: str, method: str = "GET") -> str:
+        key = f"{method} {raw_path}" if self._by_method else raw_path
+        hit = self._cache.get(key)
         if hit is not None:
             return hit
-        name = self._resolve(raw_path)
+        name = self._resolve(raw_path, method)
         if len(self._cache) >= 10_000:
             self._cache.clear()
-        self._cache[raw_path] = name
+        self._cache[key] = name
         return name
 
-    def _resolve(self, raw_path: str) -> str:
+    def _resolve(self, raw_path: str, method: str) -> str:
         segments = [s for s in raw_path.split("?", 1)[0].split("/") if s != ""]
         for p in self._patterns:
-            if _fits(p, segments):
+            if (p.methods is None or method in p.methods) and _fits(p, segments):
                 return p.name
         if not self._auto:
             return OTHER

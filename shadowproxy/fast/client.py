@@ -1,0 +1,274 @@
+"""A keep-alive HTTP/1.1 connection pool for one upstream, with an explicit limit.
+
+Beyond `max_connections` a request waits for a free connection up to the connect timeout,
+then fails as an error (the pool is the bottleneck, not the upstream). A reused connection
+that turns out to have been closed by the server while idle is retried once, and only for
+a request that is safe to repeat (idempotent method, body held in memory): a request that
+may have reached the server is never sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Sequence
+from typing import TypeVar
+
+from shadowproxy.fast.conn import Conn, Response, UpstreamError
+
+__all__ = ["FAST_ERRORS", "Body", "Pool", "Response", "UpstreamError", "request_head"]
+
+P = TypeVar("P", bound=asyncio.Protocol)
+Body = bytes | AsyncIterable[bytes] | None
+
+# What a call through the pool can raise: ours, a timeout, a socket error (transport.classify
+# turns each into the same (kind, detail) as the aiohttp engine's).
+FAST_ERRORS = (UpstreamError, TimeoutError, OSError)
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# aiohttp's client sends a length for these even when empty; so do we.
+_LENGTH_ALWAYS = frozenset({"POST", "PUT", "PATCH"})
+# A connection idle longer than this may already be closed by the server; don't bet on it.
+IDLE_MAX_S = 30.0
+
+
+class Pool:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None,
+        max_connections: int,
+        connect_timeout_s: float,
+    ) -> None:
+        self._host = host
+        self._port = port
+        self._tls = tls
+        self._max = max_connections
+        self._connect_timeout_s = connect_timeout_s
+        self._idle: list[Conn] = []
+        self._live: set[Conn] = set()
+        self._total = 0  # live plus connecting: what the limit counts
+        self._waiters: deque[asyncio.Future[Conn | None]] = deque()
+        self.closed = False
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: Body = None,
+        timeout_s: float | None = None,
+    ) -> Response:
+        """Send one request; return once the response head is in (the body may still arrive).
+
+        The caller must `close()` the response unless it read the body to the end.
+        `timeout_s` bounds getting a connection, sending and the head.
+        """
+        head = request_head(method, target, headers, body)
+        if body is not None and not isinstance(body, bytes):
+            # Streamed uploads are rare; the plain context manager bounds every await in them.
+            async with asyncio.timeout(timeout_s):
+                return await self._streamed(method, head, body)
+        # The hot path, kept flat (no nested coroutines): two of these run per proxied request.
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        for attempt in (0, 1):
+            conn, reused = self._idle_conn(), True
+            if conn is None:
+                async with asyncio.timeout_at(deadline):
+                    conn, reused = await self._acquire()
+            resp = conn.begin(method == "HEAD")
+            head_fut = conn.head
+            timer = None
+            try:
+                if body and len(body) > 16 * 1024:
+                    conn.write(head)
+                    conn.write(body)
+                else:
+                    conn.write(head + body if body else head)
+                if not head_fut.done() and deadline is not None:
+                    # A bare timer on the one future costs far less than asyncio.timeout.
+                    timer = loop.call_at(deadline, _expire, head_fut)
+                await head_fut
+                return resp
+            except BaseException as e:
+                conn.abort()
+                retry = isinstance(e, UpstreamError) and e.retryable and reused and method in IDEMPOTENT
+                if retry and attempt == 0:
+                    continue
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _streamed(self, method: str, head: bytes, body: AsyncIterable[bytes]) -> Response:
+        """A request whose body streams in: never retried (it cannot be replayed)."""
+        conn = self._idle_conn()
+        if conn is None:
+            conn, _ = await self._acquire()
+        resp = conn.begin(method == "HEAD")
+        try:
+            await _send_stream(conn, head, body)
+            await conn.head
+            return resp
+        except BaseException:
+            conn.abort()
+            raise
+
+    async def open(self, factory: Callable[[], P]) -> P:
+        """A fresh connection outside the pool and its limit (an upgrade tunnel owns it)."""
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, proto = await asyncio.get_running_loop().create_connection(
+                    factory,
+                    self._host,
+                    self._port,
+                    ssl=self._tls,
+                    server_hostname=self._host if self._tls is not None else None,
+                )
+        except OSError as e:
+            raise UpstreamError("error", f"cannot connect: {e.strerror or e}") from None
+        return proto
+
+    async def close(self) -> None:
+        self.closed = True
+        for conn in list(self._live):
+            conn.abort()
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_exception(UpstreamError("error", "upstream pool closed"))
+
+    # ---- PoolHooks, called by Conn
+    def release(self, conn: Conn) -> None:
+        if self.closed:
+            conn.abort()
+            return
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                w.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    def lost(self, conn: Conn) -> None:
+        if conn not in self._live:
+            return
+        self._live.discard(conn)
+        self._total -= 1
+        if conn in self._idle:
+            self._idle.remove(conn)
+        self._slot_freed()
+
+    # ---- internals
+    def _slot_freed(self) -> None:
+        """A slot under the limit is free: hand it to the first waiter still waiting."""
+        while self._waiters:
+            w = self._waiters.popleft()
+            if not w.done():
+                self._total += 1  # reserved for that waiter, which connects itself
+                w.set_result(None)
+                return
+
+    def _idle_conn(self) -> Conn | None:
+        """The most recently used idle connection (warmest), without waiting."""
+        idle = self._idle
+        if not idle:
+            return None
+        now = asyncio.get_running_loop().time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                if now - conn.idle_since < IDLE_MAX_S:
+                    return conn
+                conn.abort()
+        return None
+
+    async def _acquire(self) -> tuple[Conn, bool]:
+        """A connection when none is idle: a new one under the limit, else wait for one."""
+        if self.closed:
+            raise UpstreamError("error", "upstream pool closed")
+        if self._total < self._max:
+            self._total += 1
+            return await self._connect(), False
+        waiter: asyncio.Future[Conn | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                got = await waiter
+        except TimeoutError:
+            self._give_back(waiter)
+            raise UpstreamError(
+                "error", f"no free upstream connection within {self._connect_timeout_s:g} s"
+            ) from None
+        except BaseException:
+            self._give_back(waiter)
+            raise
+        if got is None:
+            return await self._connect(), False
+        return got, True
+
+    def _give_back(self, waiter: asyncio.Future[Conn | None]) -> None:
+        """A waiter gave up: what it was handed at the last moment goes to the next one."""
+        if not waiter.done() or waiter.cancelled():
+            return
+        got = waiter.result()
+        if got is None:
+            self._total -= 1
+            self._slot_freed()
+        else:
+            self.release(got)
+
+    async def _connect(self) -> Conn:
+        """Open a connection for a slot already counted in `_total`."""
+        try:
+            conn = await self.open(lambda: Conn(self))
+        except BaseException:
+            self._total -= 1
+            self._slot_freed()
+            raise
+        self._live.add(conn)
+        return conn
+
+
+def _expire(head: asyncio.Future[None]) -> None:
+    if not head.done():
+        head.set_exception(TimeoutError())
+
+
+async def _send_stream(conn: Conn, head: bytes, body: AsyncIterable[bytes]) -> None:
+    chunked = head.endswith(b"Transfer-Encoding: chunked\r\n\r\n")
+    conn.sending(True)
+    try:
+        conn.write(head)
+        async for chunk in body:
+            if not chunk:
+                continue
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await conn.drain()
+        if chunked:
+            conn.write(b"0\r\n\r\n")
+    finally:
+        conn.sending(False)
+
+
+def request_head(method: str, target: str, headers: Sequence[tuple[str, str]], body: Body) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\n"]
+    has_length = False
+    for k, v in headers:
+        if len(k) == 14 and k.lower() == "content-length":
+            has_length = True
+        lines.append(f"{k}: {v}\r\n")
+    if not has_length:
+        if isinstance(body, bytes):
+            if body or method in _LENGTH_ALWAYS:
+                lines.append(f"Content-Length: {len(body)}\r\n")
+        elif body is not None:
+            lines.append("Transfer-Encoding: chunked\r\n")
+        elif method in _LENGTH_ALWAYS:
+            lines.append("Content-Length: 0\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")

@@ -1,0 +1,261 @@
+"""One keep-alive HTTP/1.1 connection to an upstream, and the response it receives.
+
+An asyncio.Protocol driving httptools' response parser: no stream objects, no task per
+connection. The pool (client.py) hands a connection one request at a time; when the
+response is complete and both sides allow it, the connection goes back to the pool at once
+(the body already sits in the Response's own buffer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, cast
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from shadowproxy.exchange import ErrorKind
+from shadowproxy.fast.body import BodyStream
+
+CLOSED = "upstream closed the connection"
+CUT = "upstream body was cut short or malformed"
+
+
+class UpstreamError(Exception):
+    """A failed upstream call, already in our terms (transport.classify passes it through).
+
+    `retryable`: the connection died before a single response byte, so a request that is
+    safe to repeat may be sent again once on a fresh connection.
+    """
+
+    def __init__(self, kind: ErrorKind, detail: str, *, retryable: bool = False) -> None:
+        super().__init__(detail)
+        self.kind: ErrorKind = kind
+        self.detail = detail
+        self.retryable = retryable
+
+
+class PoolHooks(Protocol):
+    def release(self, conn: Conn) -> None: ...
+    def lost(self, conn: Conn) -> None: ...
+
+
+class Response:
+    """Status and headers of an upstream answer; the body arrives in `body`."""
+
+    __slots__ = ("_conn", "body", "headers", "reason", "status")
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn: Conn | None = conn
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
+        self.body = BodyStream(conn.pressure)
+
+    def whole(self) -> bytes | None:
+        """The whole body if it has all arrived (the common small-response case), else None."""
+        return self.body.take() if self.body.complete else None
+
+    def close(self) -> None:
+        """Done with this response. An unfinished body means the connection cannot be reused."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort()
+
+
+class Conn(asyncio.Protocol):
+    def __init__(self, pool: PoolHooks) -> None:
+        self._pool = pool
+        self.transport: asyncio.Transport | None = None
+        self._parser = HttpResponseParser(self)
+        self._stale_parser = False
+        self._resp: Response | None = None
+        self._head: asyncio.Future[None] | None = None
+        self._head_only = False
+        self._in_head = False
+        self._interim = False
+        self._framed = False  # Content-Length or chunked: EOF before the end is a cut body
+        self._got_bytes = False
+        self._sending = False
+        self._reason = b""
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._loop = asyncio.get_running_loop()
+
+    # ---- used by the pool
+    def begin(self, head_only: bool) -> Response:
+        if self._stale_parser:
+            # After a HEAD answer with a Content-Length the parser still expects that body.
+            self._parser = HttpResponseParser(self)
+            self._stale_parser = False
+        resp = Response(self)
+        self._resp = resp
+        self._head = self._loop.create_future()
+        self._head_only = head_only
+        self._in_head = True
+        self._interim = False
+        self._framed = False
+        self._got_bytes = False
+        self._reason = b""
+        return resp
+
+    def write(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            raise UpstreamError("error", CLOSED, retryable=not self._got_bytes)
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self._write_paused:
+            self._drain = self._loop.create_future()
+            await self._drain
+
+    def sending(self, on: bool) -> None:
+        self._sending = on
+
+    @property
+    def head(self) -> asyncio.Future[None]:
+        """Done when the current response's head is in (or failed)."""
+        assert self._head is not None
+        return self._head
+
+    def abort(self) -> None:
+        """Drop the connection; whoever waits on it has given up (timeout, cancel, early stop)."""
+        self.closed = True
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            resp._conn = None
+            resp.body.detach()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pressure(self, paused: bool) -> None:
+        if self.transport is None or self.closed:
+            return
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    # ---- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._resp is None:
+            self.abort()  # bytes nobody asked for: this connection's framing is lost
+            return
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade:
+            self._fail(UpstreamError("error", "invalid upstream response: unexpected protocol switch"))
+        except HttpParserError as e:
+            if self._in_head:
+                self._fail(UpstreamError("error", f"invalid upstream response: {e}"))
+            else:
+                self._fail(UpstreamError("error", CUT))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        resp = self._resp
+        if resp is not None:
+            if self._in_head:
+                self._fail(UpstreamError("error", CLOSED, retryable=not self._got_bytes))
+            elif not self._framed:
+                self._finish(False)  # no length, not chunked: the body ran until the close
+            else:
+                self._fail(UpstreamError("error", CUT))
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_exception(UpstreamError("error", CLOSED))
+        self._pool.lost(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # ---- httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        resp = self._resp
+        if resp is None or self._interim:
+            return
+        if len(name) in (14, 17):
+            lname = name.lower()
+            if lname == b"content-length" or lname == b"transfer-encoding":
+                self._framed = True
+        resp.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        resp = self._resp
+        if resp is None:
+            return
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            # 100 Continue and friends come before the real answer: skip them.
+            self._interim = True
+            resp.headers.clear()
+            self._reason = b""
+            return
+        resp.status = status
+        resp.reason = self._reason.decode("latin-1")
+        self._in_head = False
+        head = self._head
+        if head is not None and not head.done():
+            head.set_result(None)
+        if self._head_only:
+            self._stale_parser = True
+            self._finish(self._parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self._resp is not None:
+            self._resp.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self._framed = False
+            return
+        if self._resp is not None:
+            self._finish(self._parser.should_keep_alive())
+
+    # ---- internals
+    def _finish(self, keep_alive: bool) -> None:
+        resp = self._resp
+        assert resp is not None
+        self._resp = None
+        resp._conn = None
+        resp.body.feed_eof()
+        resp.body.detach()
+        if keep_alive and not self._sending and not self.closed:
+            self.idle_since = self._loop.time()
+            self._pool.release(self)
+        elif not self.closed:
+            self.closed = True
+            assert self.transport is not None
+            self.transport.close()
+
+    def _fail(self, exc: UpstreamError) -> None:
+        resp = self._resp
+        self._resp = None
+        head = self._head
+        if head is not None and not head.done():
+            head.set_exception(exc)
+        elif resp is not None:
+            resp.body.fail(exc)
+        if resp is not None:
+            resp._conn = None
+            resp.body.detach()
+        self.abort()

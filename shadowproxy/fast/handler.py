@@ -1,0 +1,187 @@
+"""The primary path on the fast engine: the same steps as proxy.ProxyHandler (shared
+through ProxyCore), on the httptools server and pool instead of aiohttp's."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from shadowproxy import config
+from shadowproxy.exchange import Headers, UpstreamResult
+from shadowproxy.fast.body import BodyStream
+from shadowproxy.fast.client import FAST_ERRORS, Body, Response
+from shadowproxy.fast.server import Connection
+from shadowproxy.fast.tunnel import tunnel
+from shadowproxy.fast.upstream import FastUpstream
+from shadowproxy.fast.wire import Request
+from shadowproxy.proxy import (
+    ProxyCore,
+    Recorder,
+    client_headers,
+    forward_headers,
+    log,
+    primary_done,
+    request_id_for,
+)
+from shadowproxy.responses import error_response
+from shadowproxy.routes import Router
+from shadowproxy.shadow import ShadowDispatcher, ShadowPolicy
+
+
+class FastProxy(ProxyCore):
+    def __init__(
+        self,
+        cfg: config.Config,
+        router: Router,
+        primary: FastUpstream,
+        policy: ShadowPolicy,
+        dispatcher: ShadowDispatcher,
+        recorder: Recorder,
+    ) -> None:
+        super().__init__(cfg, router, policy, dispatcher, recorder)
+        self._primary = primary
+
+    async def __call__(self, req: Request, conn: Connection) -> None:
+        raw_path, _, query = req.target.partition("?")
+        route = self._router.resolve(raw_path, req.method)
+        method = req.method
+        host = req.host
+        request_id = request_id_for(req.request_id)
+        forwarded = forward_headers(req.headers, req.peer, "http", host, request_id)
+
+        if req.upgrade:
+            self._rec.skipped(route, method, "websocket")
+            await tunnel(req, conn, self._primary, forwarded, route, request_id, self._rec)
+            return
+
+        skip = self._policy.decide(route, method, req.header)
+        body: bytes | None = None
+        rest = False
+        if skip is None and req.body is not None:
+            body, rest = await _read_bounded(req.body, self._max_body)
+            if rest:
+                skip = "body_too_large"
+        primary_fut = self.shadow_begin(
+            skip, route, method, raw_path, query, forwarded, body, request_id, host
+        )
+
+        data: Body
+        if body is not None:
+            data = _chain(body, req.body) if rest and req.body is not None else body
+        elif req.body is None:
+            data = None
+        else:
+            # A small body is often all in already: send it as bytes (one write, retryable).
+            data = req.body.take() if req.body.complete else _iterate(req.body)
+        result: UpstreamResult | None = None
+        try:
+            status, result = await self._forward(
+                req, conn, route, raw_path, query, forwarded, data, request_id, primary_fut is not None
+            )
+        finally:
+            primary_done(primary_fut, result)
+        self._rec.request(route, method, status)
+
+    async def _forward(
+        self,
+        req: Request,
+        conn: Connection,
+        route: str,
+        path: str,
+        query: str,
+        forwarded: Headers,
+        data: Body,
+        request_id: str,
+        capture: bool,
+    ) -> tuple[int, UpstreamResult]:
+        up = self._primary
+        started = time.perf_counter()
+        host = req.host
+        try:
+            resp = await up.pool.request(
+                req.method, up.target(path, query), up.headers(forwarded, host), data, up.cfg.timeout_s
+            )
+        except FAST_ERRORS as e:
+            status, detail, result = self.primary_failed(route, req.method, e, started)
+            err = error_response(status, up.name, detail, request_id)
+            assert isinstance(err.body, bytes)
+            headers = [("Content-Type", err.content_type), ("X-Request-Id", request_id)]
+            conn.respond(req, status, err.reason, headers, err.body)
+            return status, result
+
+        headers = client_headers(resp.headers, request_id)
+        whole = resp.whole()
+        if whole is not None:
+            conn.respond(req, resp.status, resp.reason, headers, whole)
+            size, captured = len(whole), whole[: self._capture] if capture else b""
+        else:
+            size, captured = await self._stream(req, conn, resp, headers, route, started, capture)
+        result = UpstreamResult(
+            backend="primary",
+            status=resp.status,
+            headers=tuple(resp.headers),
+            body=captured,
+            latency_s=time.perf_counter() - started,
+            body_size=size,
+            truncated=size > len(captured),
+        )
+        self._rec.upstream(route, req.method, result)
+        return resp.status, result
+
+    async def _stream(
+        self,
+        req: Request,
+        conn: Connection,
+        resp: Response,
+        headers: list[tuple[str, str]],
+        route: str,
+        started: float,
+        capture: bool,
+    ) -> tuple[int, bytes]:
+        """Stream a body that has not all arrived: headers first, then chunk by chunk."""
+        captured = bytearray()
+        size = 0
+        limit = self._capture if capture else 0
+        idle_s = self._primary.cfg.timeout_s
+        try:
+            conn.start(req, resp.status, resp.reason, headers)
+            while chunk := await resp.body.read(idle_s):
+                size += len(chunk)
+                if len(captured) < limit:
+                    captured += chunk[: limit - len(captured)]
+                conn.write(chunk)
+                await conn.drain()
+            conn.end()
+        except FAST_ERRORS as e:
+            if conn.lost:
+                log.debug("client went away during %s %s after %d bytes", req.method, route, size)
+                raise
+            self.primary_cut(route, req.method, e, started, size)
+            # Headers are already sent: the only honest signal left is to cut the connection.
+            conn.abort()
+            raise ConnectionResetError("primary failed mid-body") from e
+        finally:
+            resp.close()
+        return size, bytes(captured)
+
+
+async def _read_bounded(body: BodyStream, limit: int) -> tuple[bytes, bool]:
+    """Read at most `limit` bytes of the body (a little more); True if more remains."""
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = await body.read()
+        if not chunk:
+            return bytes(buf), False
+        buf += chunk
+    return bytes(buf), True
+
+
+async def _chain(head: bytes, body: BodyStream) -> AsyncIterator[bytes]:
+    yield head
+    while chunk := await body.read():
+        yield chunk
+
+
+async def _iterate(body: BodyStream) -> AsyncIterator[bytes]:
+    while chunk := await body.read():
+        yield chunk

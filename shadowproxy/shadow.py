@@ -1,0 +1,181 @@
+"""Which requests are shadowed, and the bounded background work that shadows them.
+
+Rule 1 lives here: nothing in this module may delay, fail or alter the primary response.
+`ShadowDispatcher.try_start` never blocks and never raises into the caller; the shadow call,
+the wait for the primary's answer and the comparison all run in a tracked background task
+that records its outcome (failures included) as data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections.abc import Callable
+from http.cookies import CookieError, SimpleCookie
+
+from shadowproxy import config
+from shadowproxy.compare import compare, field_paths
+from shadowproxy.exchange import Exchange, RequestSnapshot, SkipReason, UpstreamResult
+from shadowproxy.tasks import TaskTracker
+from shadowproxy.transport import Upstream
+
+log = logging.getLogger("shadowproxy.shadow")
+
+
+class ShadowPolicy:
+    """Decides, per request, whether it may be shadowed (pure: no I/O)."""
+
+    def __init__(self, cfg: config.Config, rng: random.Random | None = None) -> None:
+        self._cfg = cfg
+        self._rng = rng or random.Random()
+        s = cfg.shadowing
+        default_methods = frozenset(m.upper() for m in s.methods)
+        self._methods: dict[str, frozenset[str]] = {}
+        self._rates: dict[str, float] = {}
+        self._disabled: set[str] = set()
+        for r in cfg.routes:
+            methods = r.shadow.methods
+            self._methods[r.name] = frozenset(m.upper() for m in methods) if methods else default_methods
+            self._rates[r.name] = s.sample_rate if r.shadow.sample_rate is None else r.shadow.sample_rate
+            if not r.shadow.enabled:
+                self._disabled.add(r.name)
+        self._default_methods = default_methods
+        self._default_rate = s.sample_rate
+        self._sticky = s.sticky
+
+    def decide(
+        self, route: str, method: str, header: Callable[[str], str | None], websocket: bool = False
+    ) -> SkipReason | None:
+        """None when the request may be shadowed, else the reason it is not."""
+        if websocket:
+            return "websocket"
+        if not self._cfg.shadowing.enabled or route in self._disabled:
+            return "disabled"
+        if method not in self._methods.get(route, self._default_methods):
+            return "unsafe_method"
+        rate = self._rates.get(route, self._default_rate)
+        if rate >= 1.0:
+            return None
+        if self._draw(header) >= rate:
+            return "sampled_out"
+        return None
+
+    def _draw(self, header: Callable[[str], str | None]) -> float:
+        """A number in [0, 1): from the sticky key's hash, so one user is all in or all out."""
+        key = self._sticky_key(header)
+        if key is None:
+            return self._rng.random()
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def _sticky_key(self, header: Callable[[str], str | None]) -> str | None:
+        st = self._sticky
+        if st is None:
+            return None
+        if st.header is not None:
+            return header(st.header)
+        raw = header("Cookie")
+        if raw is None or st.cookie is None:
+            return None
+        try:
+            morsel = SimpleCookie(raw).get(st.cookie)
+        except CookieError:
+            return None
+        return morsel.value if morsel is not None else None
+
+
+ExchangeSink = Callable[[Exchange], None]
+UpstreamSink = Callable[[str, str, UpstreamResult], None]  # (route, method, result)
+
+
+class ShadowDispatcher:
+    """Bounded concurrent shadow calls; the outcome of each goes to the sinks."""
+
+    def __init__(
+        self,
+        cfg: config.Config,
+        shadow: Upstream,
+        tracker: TaskTracker,
+        on_exchange: ExchangeSink,
+        on_upstream: UpstreamSink,
+        on_in_flight: Callable[[int], None],
+        secondary: Upstream | None = None,
+    ) -> None:
+        self._cfg = cfg
+        self._shadow = shadow
+        self._secondary = secondary
+        self._tracker = tracker
+        self._on_exchange = on_exchange
+        self._on_upstream = on_upstream
+        self._on_in_flight = on_in_flight
+        self._max = cfg.shadowing.max_in_flight
+        self._capture = cfg.shadowing.max_response_bytes
+        # The primary's answer can take its own timeout; a shadow task never outlives both.
+        self._primary_wait_s = cfg.primary.timeout_s + 1.0
+        self.in_flight = 0
+        # Merged once: rules_for builds a new object, and compare() caches by rules.
+        self._rules = {r.name: cfg.rules_for(r.name) for r in cfg.routes}
+
+    def try_start(
+        self,
+        req: RequestSnapshot,
+        client_host: str | None,
+        primary: asyncio.Future[UpstreamResult],
+    ) -> bool:
+        """Start shadowing `req`; False (and nothing started) when at the in-flight cap."""
+        if self.in_flight >= self._max:
+            return False
+        self.in_flight += 1
+        self._on_in_flight(1)
+        self._tracker.spawn(self._run(req, client_host, primary), name=f"shadow {req.request_id}")
+        return True
+
+    async def _run(
+        self, req: RequestSnapshot, client_host: str | None, primary_fut: asyncio.Future[UpstreamResult]
+    ) -> None:
+        try:
+            secondary_task = None
+            if self._secondary is not None and req.method in config.SAFE_METHODS:
+                secondary_task = self._tracker.spawn(
+                    self._secondary.fetch(req, client_host, self._capture), name=f"secondary {req.request_id}"
+                )
+            shadow = await self._shadow.fetch(req, client_host, self._capture)
+            self._on_upstream(req.route, req.method, shadow)
+            if primary_fut.done():  # the usual case: no need for wait_for's timer and shield
+                primary = primary_fut.result()
+            else:
+                try:
+                    primary = await asyncio.wait_for(asyncio.shield(primary_fut), self._primary_wait_s)
+                except TimeoutError:
+                    log.warning(
+                        "primary answer for %s never completed; shadow result dropped", req.request_id
+                    )
+                    return
+            secondary = await secondary_task if secondary_task is not None else None
+            self._on_exchange(self._judge(req, primary, shadow, secondary))
+        finally:
+            self.in_flight -= 1
+            self._on_in_flight(-1)
+
+    def _judge(
+        self,
+        req: RequestSnapshot,
+        primary: UpstreamResult,
+        shadow: UpstreamResult,
+        secondary: UpstreamResult | None,
+    ) -> Exchange:
+        rules = self._rules.get(req.route, self._cfg.compare)
+        comparison = compare(primary, shadow, rules) if primary.ok and shadow.ok else None
+        noise: tuple[str, ...] = ()
+        if secondary is not None and primary.ok and secondary.ok:
+            noise = field_paths(compare(primary, secondary, rules).fields)
+        return Exchange(
+            request=req,
+            primary=primary,
+            shadow=shadow,
+            comparison=comparison,
+            secondary=secondary if secondary is not None and secondary.ok else None,
+            noise_paths=noise,
+        )

@@ -1,0 +1,69 @@
+"""`run` with `workers: 2`: two processes share the ports and the metrics add up."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import aiohttp
+from aiohttp import web
+
+N = 60
+
+
+async def test_two_workers_share_the_port_and_aggregate_metrics(tmp_path, unused_tcp_port_factory):
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    upstream = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    port, admin = unused_tcp_port_factory(), unused_tcp_port_factory()
+    cfg = tmp_path / "w2.yaml"
+    cfg.write_text(
+        f"listen: {{host: 127.0.0.1, port: {port}}}\nadmin: {{host: 127.0.0.1, port: {admin}}}\n"
+        f"primary: {{url: '{upstream}'}}\nshadow: {{url: '{upstream}'}}\nworkers: 2\n"
+        f"store: {{path: '{tmp_path / 's.db'}'}}\n"
+    )
+    env_dir = tmp_path / "prom"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg),
+        stderr=asyncio.subprocess.PIPE,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(env_dir), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    pids: set[str] = set()
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(60):
+            while len(pids) < 2:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "shadowproxy exited before both workers started"
+                if "listening on" in line:
+                    pids.add(line.split(" pid ")[1].split(",")[0])
+        # Fresh connections each time, so the kernel spreads them over both workers.
+        for _ in range(N):
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/api/x") as resp:
+                assert resp.status == 200
+        async with aiohttp.ClientSession() as s:
+            # Whichever worker answers the scrape reports every worker's counts.
+            for _ in range(4):
+                async with s.get(f"http://127.0.0.1:{admin}/metrics") as resp:
+                    text = await resp.text()
+                total = sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in text.splitlines()
+                    if line.startswith("shadowproxy_requests_total{")
+                )
+                assert total == N
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await runner.cleanup()
