@@ -66,10 +66,11 @@ from prometheus_client import (
 from shadowproxy import __version__
 from shadowproxy.config import STANDARD_METHODS
 from shadowproxy.evidence import LATENCY_BUCKETS
-from shadowproxy.exchange import Backend, ErrorKind, Exchange, SkipReason
+from shadowproxy.exchange import PARTS, SKIP_REASONS, Backend, ErrorKind, Exchange, SkipReason
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
+KNOWN_DROP_REASONS = ("store_queue_full",)
 VERDICT_VALUES = {"GO": 1, "INCONCLUSIVE": 0, "NO-GO": -1}
 
 _METHODS = frozenset(STANDARD_METHODS)
@@ -202,6 +203,9 @@ class Metrics:
         self._task_failures = Counter(
             "shadowproxy_background_task_failures_total", "Background tasks that raised.", registry=r
         )
+        # Known reasons start at 0, so a healthy proxy shows 0 drops, not "no data".
+        for reason in KNOWN_DROP_REASONS:
+            self._dropped.labels(reason)
         # Each worker judges on its own; the newest judgement is the one to show.
         self._verdict = Gauge(
             "shadowproxy_verdict",
@@ -235,6 +239,7 @@ class Metrics:
         key = (route, normalize_method(method), code)
         child = self._req_children.get(key)
         if child is None:
+            self._zero_route(route)
             child = self._req_children[key] = self._requests.labels(key[0], key[1], str(code))
         child.inc()
 
@@ -268,8 +273,29 @@ class Metrics:
         key = (route, reason)
         child = self._skip_children.get(key)
         if child is None:
-            child = self._skip_children[key] = self._skipped.labels(route, reason)
+            self._zero_route(route)
+            child = self._skip_children[key]
         child.inc()
+
+    def _zero_route(self, route: str) -> None:
+        """Create a route's fixed-label series at 0 the first time it is seen.
+
+        Prometheus cannot see the first increment of a series it first scrapes at 1 or
+        more: rate() and increase() start from that value. So a saturation burst on a new
+        route would never fire its alert, and `report --prometheus` would miss counts.
+        Bounded: routes are capped by the router.
+        """
+        for reason in SKIP_REASONS:
+            self._skip_children.setdefault((route, reason), self._skipped.labels(route, reason))
+        self._hashed.labels(route)
+
+    def _zero_pair(self, route: str, method: str) -> None:
+        for result in ("match", "mismatch"):
+            self._cmp_children.setdefault(
+                (route, method, result), self._comparisons.labels(route, method, result)
+            )
+        for part in PARTS:
+            self._mismatches.labels(route, method, part)
 
     def shadow_in_flight(self, delta: int) -> None:
         self._in_flight.inc(delta)
@@ -287,7 +313,9 @@ class Metrics:
         key = (route, method, "match" if c.match else "mismatch")
         child = self._cmp_children.get(key)
         if child is None:
-            child = self._cmp_children[key] = self._comparisons.labels(*key)
+            self._zero_pair(route, method)
+            self._zero_route(route)
+            child = self._cmp_children[key]
         child.inc()
         for part in dict.fromkeys(c.parts):
             self._mismatches.labels(route, method, part).inc()

@@ -8,6 +8,7 @@ work (decoding, redaction, DeepDiff's explanation) and writes it in one transact
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -27,7 +28,7 @@ from shadowproxy.store_read import (
     read_samples,
     read_summaries,
 )
-from shadowproxy.store_sample import SampleMaker, generic_path
+from shadowproxy.store_sample import SampleMaker, explain_stored, generic_path
 from shadowproxy.store_schema import (
     MAX_FIRST_PATHS,
     Delta,
@@ -46,8 +47,8 @@ log = logging.getLogger("shadowproxy.store")
 
 MiB = 1024 * 1024
 # Per route and batch, the newest samples that get DeepDiff's explanation (see _plan).
-EXPLAINED_PER_BATCH = 10
 _PART_KEYS = {p: f"part:{p}" for p in PARTS}
+DROP_QUEUE_FULL = "store_queue_full"
 _SKIP_KEYS: dict[str, str] = {r: f"skip:{r}" for r in SKIP_REASONS}
 
 
@@ -61,6 +62,7 @@ class Store:
         *,
         max_queued_samples: int = 1000,
         max_queued_bytes: int = 64 * MiB,
+        on_drop: Callable[[str], None] | None = None,
     ) -> None:
         self.path = path
         self._cfg = cfg
@@ -68,6 +70,8 @@ class Store:
         self._rules_for = rules_for
         self._max_queued = max_queued_samples
         self._max_queued_bytes = max_queued_bytes
+        # Told of each sample dropped for a full queue (metrics count it; so does the store).
+        self._on_drop = on_drop
         # Guards the batch and the queue, shared by the loop (record_*) and the writer (swap).
         self._lock = threading.Lock()
         self._pending = Delta()
@@ -206,6 +210,8 @@ class Store:
         size = len(ex.request.body) + len(ex.primary.body) + len(ex.shadow.body)
         if len(self._queue) >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
             d.counts["samples_dropped"] += 1
+            if self._on_drop is not None:
+                self._on_drop(DROP_QUEUE_FULL)
             return
         self._queue.append(ex)
         self._queued_bytes += size
@@ -218,8 +224,16 @@ class Store:
 
     # ------------------------------------------------------------------ readers
 
-    def evidence(self, routes: Sequence[str] = (), noise: config.Noise | None = None) -> Evidence:
-        return read_evidence(self.path, routes, noise)
+    def evidence(
+        self, routes: Sequence[str] = (), noise: config.Noise | None = None, *, explain: bool = False
+    ) -> Evidence:
+        """`explain`: give the example samples DeepDiff's explanation (a report wants it; the
+        live verdict, every few seconds, does not)."""
+        ev = read_evidence(self.path, routes, noise)
+        if not explain:
+            return ev
+        samples = {route: tuple(self._explained(s) for s in ss) for route, ss in ev.samples.items()}
+        return dataclasses.replace(ev, samples=samples)
 
     def route_summaries(self) -> list[RouteSummary]:
         return read_summaries(self.path)
@@ -228,7 +242,15 @@ class Store:
         return read_samples(self.path, route, limit)
 
     def sample(self, sample_id: int) -> Sample | None:
-        return read_sample(self.path, sample_id)
+        s = read_sample(self.path, sample_id)
+        return None if s is None else self._explained(s)
+
+    def _explained(self, s: Sample) -> Sample:
+        """DeepDiff's explanation is milliseconds of CPU and the GIL the event loop needs:
+        computed when someone reads a sample, not for every mismatch written."""
+        if s.explanation:
+            return s
+        return dataclasses.replace(s, explanation=explain_stored(s, self._rules_for, self._redactor))
 
     # ------------------------------------------------------------------ writer thread
 
@@ -314,7 +336,9 @@ class Store:
             if not new and newer >= self._cfg.samples_per_route:
                 continue
             try:
-                sample = maker.make(ex, explain=bool(new) or newer < EXPLAINED_PER_BATCH)
+                # Explained now only when it is the first of a field path (bounded per route
+                # for good); the rest on demand, when a person reads one (explained()).
+                sample = maker.make(ex, explain=bool(new))
             except Exception as e:
                 # The type only: an exception's text may quote the unredacted exchange.
                 log.error("store: preparing a %s sample failed (%s); dropped", route, type(e).__name__)

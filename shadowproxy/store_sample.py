@@ -16,7 +16,7 @@ from typing import Any
 
 from shadowproxy import config
 from shadowproxy.evidence import Sample
-from shadowproxy.exchange import Exchange, FieldDiff, UpstreamResult
+from shadowproxy.exchange import Backend, Exchange, FieldDiff, Headers, UpstreamResult
 from shadowproxy.redact import Redactor
 
 log = logging.getLogger("shadowproxy.store")
@@ -28,7 +28,7 @@ DECODE_LIMIT = 8 * MiB
 MAX_SAMPLE_FIELDS = 100
 MAX_VALUE_CHARS = 2000
 MAX_EXPLANATION_CHARS = 4000
-NOT_EXPLAINED = "not explained: one of many mismatches written at once (the newest were explained)"
+NOT_EXPLAINED = ""  # explained on demand, from the stored (redacted) bodies: explain_stored()
 # First-of-path is about the field, not the element: `$.items[3].price` and
 # `$.items[7].price` are one field, and `line:12` one kind of text difference.
 _INDEX = re.compile(r"\[\d+\]")
@@ -111,6 +111,30 @@ class SampleMaker:
             log.warning("store: explaining a %s sample failed (%s)", ex.request.route, type(e).__name__)
             return ""
         return r.text(text)[:MAX_EXPLANATION_CHARS]
+
+
+def explain_stored(s: Sample, rules_for: Callable[[str], config.CompareRules], redactor: Redactor) -> str:
+    """DeepDiff's explanation of a stored sample, from its stored (already redacted and
+    truncated) bodies. Never raises."""
+    try:
+        from shadowproxy.compare import explain
+
+        rules = rules_for(s.route)
+
+        def side(backend: Backend, status: int | None, headers: Headers, body: str) -> UpstreamResult:
+            kept = tuple((k, v) for k, v in headers if k.lower() != "content-encoding")
+            raw = body.encode()
+            return UpstreamResult(backend, status, kept, raw, 0.0, body_size=len(raw))
+
+        text = explain(
+            side("primary", s.primary_status, s.primary_headers, s.primary_body),
+            side("shadow", s.shadow_status, s.shadow_headers, s.shadow_body),
+            rules,
+        )
+    except Exception as e:
+        log.warning("store: explaining a %s sample failed (%s)", s.route, type(e).__name__)
+        return ""
+    return redactor.text(text)[:MAX_EXPLANATION_CHARS]
 
 
 def fallback_decode(result: UpstreamResult, limit: int) -> str:

@@ -147,7 +147,8 @@ def test_exchange_counts_comparisons_parts_and_fields() -> None:
     assert value(m, cmp, route="user", method="HEAD", result="mismatch") == 1
     assert value(m, "shadowproxy_mismatches_total", route="user", method="GET", part="status") == 1
     assert value(m, "shadowproxy_mismatches_total", route="user", method="GET", part="body") == 1
-    assert value(m, "shadowproxy_mismatches_total", route="user", method="GET", part="headers") is None
+    # Zero, not absent: a pair's parts start at 0 so Prometheus sees their first increment.
+    assert value(m, "shadowproxy_mismatches_total", route="user", method="GET", part="headers") == 0
     fields = "shadowproxy_field_mismatches_total"
     assert value(m, fields, route="user", field="$.data[*].title") == 2
     assert value(m, fields, route="user", field="status") == 2
@@ -309,3 +310,14 @@ def test_multiprocess_scrape_sums_every_worker(tmp_path: Path, monkeypatch: pyte
         == 7
     )
     assert registry.get_sample_value("shadowproxy_shadow_in_flight", {}) is None
+
+
+def test_a_new_route_starts_its_fixed_label_series_at_zero() -> None:
+    """Prometheus cannot see the first increment of a series it first scrapes above zero,
+    so a burst of saturation on a new route would otherwise never fire its alert."""
+    m = Metrics()
+    m.skipped("fresh", "saturated")
+    for reason in ("sampled_out", "unsafe_method", "body_too_large", "websocket", "disabled"):
+        assert value(m, "shadowproxy_shadow_skipped_total", route="fresh", reason=reason) == 0
+    assert value(m, "shadowproxy_shadow_skipped_total", route="fresh", reason="saturated") == 1
+    assert value(m, "shadowproxy_shadow_dropped_total", reason="store_queue_full") == 0
