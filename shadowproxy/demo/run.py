@@ -23,6 +23,7 @@ from aiohttp import web
 from shadowproxy import config
 from shadowproxy.demo.backends import make_app
 from shadowproxy.demo.traffic import drive
+from shadowproxy.evidence import Evidence
 from shadowproxy.gate import Decision
 from shadowproxy.report import render
 from shadowproxy.report_view import traffic as traffic_line
@@ -108,9 +109,11 @@ async def demo(
             report_md.write_text(md, encoding="utf-8")
             report_html.write_text(html, encoding="utf-8")
             say(_table(decision))
-            say(f"\nReports: {report_md.resolve()}  and  {report_html.resolve()}")
-            say(f"Admin API: {r.admin_url}/api/verdict  {r.admin_url}/api/routes  {r.admin_url}/metrics")
+            say(_top_fields(evidence))
             problems = _problems(decision, evidence_fields(evidence), summary.errors, summary.requests)
+            say(_as_designed() if not problems else "")
+            say(f"Reports: {report_md.resolve()}  and  {report_html.resolve()}")
+            say(f"Admin API: {r.admin_url}/api/verdict  {r.admin_url}/api/routes  {r.admin_url}/metrics")
             if keep_running:
                 say(_explore(r.proxy_url, r.admin_url, deno, workers))
                 await _wait_forever()
@@ -127,10 +130,7 @@ async def _serve(stack: AsyncExitStack, app: web.Application) -> str:
     return f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
-def evidence_fields(evidence: object) -> dict[str, set[str]]:
-    from shadowproxy.evidence import Evidence
-
-    assert isinstance(evidence, Evidence)
+def evidence_fields(evidence: Evidence) -> dict[str, set[str]]:
     return {r.route: {f.path for f in r.fields} for r in evidence.routes}
 
 
@@ -192,6 +192,25 @@ def _table(d: Decision) -> str:
         if r.evidence.requests:
             lines.append(f"  {r.route}: {traffic_line(r)}")
     return "\n".join(lines)
+
+
+def _top_fields(evidence: Evidence) -> str:
+    lines = ["", "Fields that differ most (primary vs shadow), per route:"]
+    for r in evidence.routes:
+        if r.fields:
+            top = ", ".join(f"{f.path} ({f.raw:,})" for f in r.fields[:3])
+            lines.append(f"  {r.route}: {top}")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def _as_designed() -> str:
+    return (
+        "\nAs designed: the three planted problems are caught (pitch_detail: `budget` changed type;\n"
+        "user: more than 5% of Workers answers over 500 ms; notifications: 503s over the 1% error\n"
+        "limit), the clean routes are GO once they have enough samples, and the noise (ids,\n"
+        "timestamps, compression, list order) matched through the demo's rules. Writes, the\n"
+        "webhook and the socket are never shadowed, so their routes stay INCONCLUSIVE by design.\n"
+    )
 
 
 def _explore(proxy: str, admin: str, deno: str, workers: str) -> str:
