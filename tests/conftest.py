@@ -200,3 +200,14 @@ def split_response(raw: bytes) -> tuple[str, list[tuple[str, str]], bytes]:
     lines = head.decode("latin-1").split("\r\n")
     headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
     return lines[0], headers, body
+
+
+def run_config(tmp_path: Path, upstream: str, port: int, admin: int, extra: str = "") -> Path:
+    """A config file for `shadowproxy run` in a subprocess: both backends at `upstream`."""
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"listen: {{host: 127.0.0.1, port: {port}}}\nadmin: {{host: 127.0.0.1, port: {admin}}}\n"
+        f"primary: {{name: deno, url: '{upstream}'}}\nshadow: {{name: workers, url: '{upstream}'}}\n"
+        f"store: {{path: '{tmp_path / 's.db'}'}}\n{extra}"
+    )
+    return path

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from shadowproxy import __version__
+from tests.conftest import run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,29 +89,19 @@ def test_a_missing_environment_variable_is_named(tmp_path):
 
 
 async def test_run_logs_a_startup_line_and_drains_in_flight_requests_on_sigterm(
-    tmp_path, unused_tcp_port_factory
+    tmp_path, unused_tcp_port_factory, make_upstream
 ):
     release = asyncio.Event()
     arrived = asyncio.Event()
 
-    async def slow(request: web.Request) -> web.Response:
+    async def slow(request: web.Request, up: object) -> web.Response:
         arrived.set()
         await release.wait()
         return web.Response(text="finished")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", slow)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    upstream = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    upstream = (await make_upstream(slow)).url
     port, admin = unused_tcp_port_factory(), unused_tcp_port_factory()
-    cfg = tmp_path / "run.yaml"
-    cfg.write_text(
-        f"listen: {{host: 127.0.0.1, port: {port}}}\nadmin: {{host: 127.0.0.1, port: {admin}}}\n"
-        f"primary: {{name: deno, url: '{upstream}'}}\nshadow: {{name: workers, url: '{upstream}'}}\n"
-        f"store: {{path: '{tmp_path / 's.db'}'}}\ndrain_timeout_s: 20\n"
-    )
+    cfg = run_config(tmp_path, upstream, port, admin, "drain_timeout_s: 20\n")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg), stderr=asyncio.subprocess.PIPE
     )
@@ -139,4 +130,3 @@ async def test_run_logs_a_startup_line_and_drains_in_flight_requests_on_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-        await runner.cleanup()

@@ -7,28 +7,18 @@ import signal
 import sys
 
 import aiohttp
-from aiohttp import web
+
+from tests.conftest import run_config
 
 N = 60
 
 
-async def test_two_workers_share_the_port_and_aggregate_metrics(tmp_path, unused_tcp_port_factory):
-    async def ok(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", ok)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    upstream = f"http://127.0.0.1:{runner.addresses[0][1]}"
+async def test_two_workers_share_the_port_and_aggregate_metrics(
+    tmp_path, unused_tcp_port_factory, make_upstream
+):
+    upstream = (await make_upstream()).url
     port, admin = unused_tcp_port_factory(), unused_tcp_port_factory()
-    cfg = tmp_path / "w2.yaml"
-    cfg.write_text(
-        f"listen: {{host: 127.0.0.1, port: {port}}}\nadmin: {{host: 127.0.0.1, port: {admin}}}\n"
-        f"primary: {{url: '{upstream}'}}\nshadow: {{url: '{upstream}'}}\nworkers: 2\n"
-        f"store: {{path: '{tmp_path / 's.db'}'}}\n"
-    )
+    cfg = run_config(tmp_path, upstream, port, admin, "workers: 2\n")
     env_dir = tmp_path / "prom"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg),
@@ -44,7 +34,8 @@ async def test_two_workers_share_the_port_and_aggregate_metrics(tmp_path, unused
                 assert line, "shadowproxy exited before both workers started"
                 if "listening on" in line:
                     pids.add(line.split(" pid ")[1].split(",")[0])
-        # Fresh connections each time, so the kernel spreads them over both workers.
+        # Fresh connections each time, so the kernel spreads them over both workers (all N
+        # landing on one has odds of 2**-59); each worker counts its own share.
         for _ in range(N):
             async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/api/x") as resp:
                 assert resp.status == 200
@@ -66,4 +57,3 @@ async def test_two_workers_share_the_port_and_aggregate_metrics(tmp_path, unused
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-        await runner.cleanup()
