@@ -1,4 +1,4 @@
-"""The gate: statistics against hand-checked values, and every verdict path."""
+"""The gate: every verdict path, and the formatting of its evidence."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 from shadowproxy import gate, stats
 from shadowproxy.config import Backend, Config, Gate, Route, RouteGate
 from shadowproxy.evidence import LATENCY_BUCKETS, Evidence, Histogram, RouteEvidence
-
 
 # --------------------------------------------------------------------------- statistics
 
