@@ -66,12 +66,30 @@ _HOP_BY_HOP = frozenset(
 _AROUND_SEPARATORS = re.compile(r"\s*([,;=])\s*")
 
 
+# Distinct header spellings remembered per rule set; past this, names are looked up each time.
+_NAME_CACHE_MAX = 512
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     body: BodyRules
     headers: frozenset[str] | None  # None: every header that is not ignored ("*")
     ignored_headers: frozenset[str]
     max_diff_bytes: int
+    # Header name as received -> its lower-case name when compared, "" when not: every pair
+    # carries the same few names, so deciding once per spelling saves a lower() and a set
+    # lookup per header per pair.
+    names: dict[str, str]
+
+    def compared_name(self, raw: str) -> str:
+        name = self.names.get(raw)
+        if name is None:
+            lname = raw.lower()
+            wanted = lname not in self.ignored_headers if self.headers is None else lname in self.headers
+            name = lname if wanted else ""
+            if len(self.names) < _NAME_CACHE_MAX:
+                self.names[raw] = name
+        return name
 
 
 @functools.lru_cache(maxsize=128)
@@ -86,7 +104,29 @@ def _compile(rules: CompareRules) -> _Compiled:
         headers=None if "*" in wanted else frozenset(wanted - ignored),
         ignored_headers=ignored | _HOP_BY_HOP,
         max_diff_bytes=max(rules.max_diff_bytes, 0),
+        names={},
     )
+
+
+# The rules object a caller passes is almost always the same one: look it up by identity
+# before hashing it (a frozen dataclass hashes every field on each call).
+_last: tuple[CompareRules, _Compiled] | None = None
+
+
+def _compiled(rules: CompareRules) -> _Compiled:
+    global _last
+    last = _last
+    if last is not None and last[0] is rules:
+        return last[1]
+    c = _compile(rules)
+    _last = (rules, c)
+    return c
+
+
+@functools.lru_cache(maxsize=32)
+def _matched(mode: BodyMode, hashed_only: bool) -> Comparison:
+    """A match carries no per-pair data: one frozen instance per (mode, hashed_only)."""
+    return Comparison(match=True, body_mode=mode, hashed_only=hashed_only)
 
 
 def rule_errors(rules: CompareRules) -> list[str]:
@@ -100,7 +140,7 @@ def compare(primary: UpstreamResult, shadow: UpstreamResult, rules: CompareRules
 
     Both results must have answered (`ok`); the caller accounts for failures.
     """
-    c = _compile(rules)
+    c = _compiled(rules)
     parts: list[Part] = []
     diffs: list[FieldDiff] = []
     if primary.status != shadow.status:
@@ -114,6 +154,9 @@ def compare(primary: UpstreamResult, shadow: UpstreamResult, rules: CompareRules
     if body.diffs:
         parts.append("body")
         diffs += body.diffs
+    elif not parts:
+        # The common case, equal answers: no new Comparison to build.
+        return _matched(body.mode, body.hashed_only)
     return Comparison(
         match=not parts,
         parts=tuple(parts),
@@ -151,10 +194,12 @@ def normalize_header(name: str, value: str) -> str:
 
 def _header_values(headers: Headers, c: _Compiled) -> dict[str, str]:
     out: dict[str, str] = {}
+    names = c.names
     for k, v in headers:
-        name = k.lower()
-        wanted = name not in c.ignored_headers if c.headers is None else name in c.headers
-        if not wanted:
+        name = names.get(k)
+        if name is None:
+            name = c.compared_name(k)
+        if not name:
             continue
         # Repeated fields mean the same as one comma-joined field (RFC 9110 5.3).
         out[name] = f"{out[name]}, {v}" if name in out else v
@@ -162,7 +207,11 @@ def _header_values(headers: Headers, c: _Compiled) -> dict[str, str]:
 
 
 def _header_diffs(primary: Headers, shadow: Headers, c: _Compiled) -> list[FieldDiff]:
+    if primary == shadow:
+        return []
     p, s = _header_values(primary, c), _header_values(shadow, c)
+    if p == s:
+        return []
     diffs = []
     for name in sorted(p.keys() | s.keys()):
         pv, sv = p.get(name), s.get(name)
@@ -199,8 +248,8 @@ class _Side:
 
     @staticmethod
     def of(r: UpstreamResult, limit: int) -> _Side:
-        d = decode.decode(r.body, r.header("content-encoding"), limit)
-        media, charset = decode.content_type(r.header("content-type"))
+        d = decode.decode(r.body, _header(r.headers, "content-encoding"), limit)
+        media, charset = decode.content_type(_header(r.headers, "content-type"))
         kind = "binary" if d.error else decode.media_kind(media, d.data)
         return _Side(r, d, media, charset, kind)
 
@@ -208,14 +257,29 @@ class _Side:
         return decode.text_of(self.decoded.data, self.charset)
 
 
+_IDENTICAL = _Body("identical", [])  # shared: nobody appends to a _Body's diffs
+_EMPTY = _Body("empty", [])
+
+
+def _header(headers: Headers, lname: str) -> str | None:
+    """UpstreamResult.header(lname) without its generator (this runs per pair)."""
+    n = len(lname)
+    for k, v in headers:
+        if len(k) == n and k.lower() == lname:
+            return v
+    return None
+
+
 def _body(p: UpstreamResult, s: UpstreamResult, c: _Compiled, cap: int) -> _Body:
-    same_coding = decode.codings(p.header("content-encoding")) == decode.codings(s.header("content-encoding"))
+    same_coding = decode.codings(_header(p.headers, "content-encoding")) == decode.codings(
+        _header(s.headers, "content-encoding")
+    )
     if p.truncated or s.truncated:
         # Only part of a body was captured: nothing to decode or parse, compare what we have.
         equal = same_coding and p.body == s.body and p.body_size == s.body_size
         return _Body("hash_only", [] if equal else [_changed_body(p.body, s.body)], hashed_only=True)
     if same_coding and p.body == s.body:
-        return _Body("identical" if p.body else "empty", [])
+        return _IDENTICAL if p.body else _EMPTY
     sp, ss = _Side.of(p, c.max_diff_bytes), _Side.of(s, c.max_diff_bytes)
     if sp.decoded.over or ss.decoded.over:
         return _hashed(p, s, c.max_diff_bytes * HASH_CAP_FACTOR)

@@ -90,6 +90,10 @@ def normalize_method(method: str) -> str:
     return upper if upper in _METHODS else OTHER
 
 
+# Raw field paths (array indices included) remembered with their label, at most.
+_MAX_PATH_CACHE = 4096
+
+
 def field_label(path: str) -> str:
     """The label for a differing field: array indices folded, so `$.data[3].title` and
     `$.data[4].title` are one field and do not use up the route's label budget."""
@@ -229,6 +233,13 @@ class Metrics:
         self._skip_children: dict[tuple[str, str], Counter] = {}
         self._cmp_children: dict[tuple[str, str, str], Counter] = {}
         self._field_names: dict[str, set[str]] = {}
+        # labels() validates and locks on every call; a mismatch touches several series,
+        # so their children are kept. Keys are bounded: routes and parts are, and field
+        # children are keyed by label (capped per route); raw paths map to a label only
+        # up to _MAX_PATH_CACHE of them.
+        self._part_children: dict[tuple[str, str, str], Counter] = {}
+        self._field_children: dict[tuple[str, str], Counter] = {}
+        self._path_labels: dict[tuple[str, str], str] = {}
         self._drop_reasons: set[str] = set()
         self._scrape: CollectorRegistry | None = None
 
@@ -317,16 +328,35 @@ class Metrics:
             self._zero_route(route)
             child = self._cmp_children[key]
         child.inc()
+        if c.hashed_only:
+            self._hashed.labels(route).inc()
+        if c.match:
+            return
         for part in dict.fromkeys(c.parts):
-            self._mismatches.labels(route, method, part).inc()
+            pkey = (route, method, part)
+            pchild = self._part_children.get(pkey)
+            if pchild is None:
+                pchild = self._part_children[pkey] = self._mismatches.labels(route, method, part)
+            pchild.inc()
         # One count per pair and field, like evidence.FieldCount.raw, however many
         # array elements differed in it.
         for name in dict.fromkeys(self._field(route, f.path) for f in c.fields):
-            self._fields.labels(route, name).inc()
-        if c.hashed_only:
-            self._hashed.labels(route).inc()
+            fkey = (route, name)
+            fchild = self._field_children.get(fkey)
+            if fchild is None:
+                fchild = self._field_children[fkey] = self._fields.labels(route, name)
+            fchild.inc()
 
     def _field(self, route: str, path: str) -> str:
+        label = self._path_labels.get((route, path))
+        if label is not None:
+            return label
+        label = self._field_label(route, path)
+        if len(self._path_labels) < _MAX_PATH_CACHE:
+            self._path_labels[(route, path)] = label
+        return label
+
+    def _field_label(self, route: str, path: str) -> str:
         label = field_label(path)
         seen = self._field_names.setdefault(route, set())
         if label in seen:

@@ -649,3 +649,23 @@ def test_field_paths() -> None:
         D("status", "changed"),
     ]
     assert cmp.field_paths(fields) == ("$.data[*].updated_at", "header:vary", "line:*", "status")
+
+
+def test_header_decisions_hold_across_rule_sets_and_spellings() -> None:
+    # compare() remembers per rule set which header spellings it compares: alternating
+    # rule sets and spellings must each still get their own answer.
+    strict = CompareRules(headers=("x-build",))
+    p = res(DOC_BYTES, headers=(("X-Build", "1"),))
+    s = res(DOC_BYTES, headers=(("x-build", "2"),))
+    for _ in range(2):
+        assert cmp.compare(p, s, strict).fields == (D("header:x-build", "changed", "1", "2"),)
+        assert cmp.compare(p, s, R).match
+        assert cmp.compare(p, s, CompareRules(headers=("*",), ignore_headers=("X-BUILD",))).match
+
+
+def test_equal_answers_match_like_a_fresh_comparison() -> None:
+    p = res(DOC_BYTES, headers=(("Date", "a"),))
+    assert cmp.compare(p, res(DOC_BYTES, headers=(("Date", "b"),)), R) == Comparison.equal("identical")
+    assert cmp.compare(p, p, R) == Comparison.equal("identical")
+    big = cmp.compare(res(DOC_BYTES, truncated=True), res(DOC_BYTES, truncated=True), R)
+    assert big == Comparison(match=True, body_mode="hash_only", hashed_only=True)
