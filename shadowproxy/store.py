@@ -49,6 +49,10 @@ MiB = 1024 * 1024
 # Per route and batch, the newest samples that get DeepDiff's explanation (see _plan).
 _PART_KEYS = {p: f"part:{p}" for p in PARTS}
 DROP_QUEUE_FULL = "store_queue_full"
+# Preparing a sample (decode, redact) costs ~0.6 ms of the GIL the event loop needs; with
+# every pair mismatching, 50 per route per batch held the loop for ~30 ms (the mismatch
+# p99). The newest few per batch keep the stored set fresh; firsts of a path always go in.
+MAX_NEW_SAMPLES_PER_BATCH = 10
 _SKIP_KEYS: dict[str, str] = {r: f"skip:{r}" for r in SKIP_REASONS}
 
 
@@ -333,7 +337,7 @@ class Store:
                     new.append(p)
             seen[route] = i = seen.get(route, 0) + 1
             newer = per_route[route] - i  # later mismatches of this route in this batch
-            if not new and newer >= self._cfg.samples_per_route:
+            if not new and newer >= min(self._cfg.samples_per_route, MAX_NEW_SAMPLES_PER_BATCH):
                 continue
             try:
                 # Explained now only when it is the first of a field path (bounded per route
