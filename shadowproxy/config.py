@@ -72,6 +72,16 @@ class Sticky:
 
 
 @dataclass(frozen=True, slots=True)
+class Breaker:
+    """Stop shadowing while the shadow keeps failing (see breaker.py)."""
+
+    enabled: bool = True
+    failures: int = 20  # transport errors or timeouts in a row that open it
+    cool_off_s: float = 5.0  # before the first probe; doubles per failed probe
+    max_cool_off_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
 class Shadowing:
     enabled: bool = True
     sample_rate: float = 1.0
@@ -83,6 +93,7 @@ class Shadowing:
     max_response_bytes: int = 4 * MiB
     marker_header: str = "X-Shadow-Request"
     methods: tuple[str, ...] = SAFE_METHODS
+    breaker: Breaker = Breaker()
 
 
 @dataclass(frozen=True, slots=True)

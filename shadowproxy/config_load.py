@@ -214,6 +214,10 @@ def _check(cfg: Config, errors: list[str]) -> None:
     s = cfg.shadowing
     _rate("shadowing.sample_rate", s.sample_rate, errors)
     _positive("shadowing.max_in_flight", s.max_in_flight, errors)
+    _positive("shadowing.breaker.failures", s.breaker.failures, errors)
+    _positive("shadowing.breaker.cool_off_s", s.breaker.cool_off_s, errors)
+    if s.breaker.max_cool_off_s < s.breaker.cool_off_s:
+        errors.append("shadowing.breaker.max_cool_off_s: must not be less than cool_off_s")
     _check_methods("shadowing.methods", s.methods, errors)
     if s.sticky is not None and (s.sticky.header is None) == (s.sticky.cookie is None):
         errors.append("shadowing.sticky: give exactly one of header or cookie")

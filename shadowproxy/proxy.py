@@ -132,8 +132,9 @@ class ProxyCore:
                 route=route,
             )
             primary_fut = asyncio.get_running_loop().create_future()
-            if not self._dispatcher.try_start(snapshot, host, primary_fut):
-                primary_fut, skip = None, "saturated"
+            skip = self._dispatcher.try_start(snapshot, host, primary_fut)
+            if skip is not None:
+                primary_fut = None
         if skip is not None:
             self._rec.skipped(route, method, skip)
         return primary_fut

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from http.cookies import CookieError, SimpleCookie
 
 from shadowproxy import config
+from shadowproxy.breaker import Breaker
 from shadowproxy.compare import compare, field_paths
 from shadowproxy.exchange import Exchange, RequestSnapshot, SkipReason, UpstreamResult
 from shadowproxy.tasks import TaskTracker
@@ -115,6 +116,7 @@ class ShadowDispatcher:
         # The primary's answer can take its own timeout; a shadow task never outlives both.
         self._primary_wait_s = cfg.primary.timeout_s + 1.0
         self.in_flight = 0
+        self._breaker = Breaker(cfg.shadowing.breaker)
         # Merged once: rules_for builds a new object, and compare() caches by rules.
         self._rules = {r.name: cfg.rules_for(r.name) for r in cfg.routes}
 
@@ -123,14 +125,17 @@ class ShadowDispatcher:
         req: RequestSnapshot,
         client_host: str | None,
         primary: asyncio.Future[UpstreamResult],
-    ) -> bool:
-        """Start shadowing `req`; False (and nothing started) when at the in-flight cap."""
+    ) -> SkipReason | None:
+        """Start shadowing `req`; or say why not (nothing started): the in-flight cap is
+        full, or the breaker is open because the shadow keeps failing."""
         if self.in_flight >= self._max:
-            return False
+            return "saturated"
+        if not self._breaker.allow():
+            return "circuit_open"
         self.in_flight += 1
         self._on_in_flight(1)
         self._tracker.spawn(self._run(req, client_host, primary), name=f"shadow {req.request_id}")
-        return True
+        return None
 
     async def _run(
         self, req: RequestSnapshot, client_host: str | None, primary_fut: asyncio.Future[UpstreamResult]
@@ -142,6 +147,7 @@ class ShadowDispatcher:
                     self._secondary.fetch(req, client_host, self._capture), name=f"secondary {req.request_id}"
                 )
             shadow = await self._shadow.fetch(req, client_host, self._capture)
+            self._breaker.record(shadow.error is not None)
             self._on_upstream(req.route, req.method, shadow)
             if primary_fut.done():  # the usual case: no need for wait_for's timer and shield
                 primary = primary_fut.result()

@@ -281,3 +281,30 @@ def test_sticky_by_cookie():
         for _ in range(20)
     }
     assert len(outcomes) == 1
+
+
+async def test_a_shadow_that_keeps_failing_opens_the_breaker(primary, make_upstream, sidecar, tmp_path):
+    async def hang(request, up):
+        await asyncio.Event().wait()
+
+    shadow = await make_upstream(hang)
+    cfg = make_config(primary.url, shadow.url, tmp_path)
+    cfg = dataclasses.replace(
+        cfg,
+        shadow=dataclasses.replace(cfg.shadow, timeout_s=0.2),
+        shadowing=dataclasses.replace(
+            cfg.shadowing, breaker=config.Breaker(failures=3, cool_off_s=60.0, max_cool_off_s=60.0)
+        ),
+    )
+    r = await sidecar(cfg)
+    for _ in range(3):
+        assert (await get(r.proxy_url + "/api/users/1"))[:2] == (200, PRIMARY_BODY)
+    await settle(r)  # the three copies have timed out
+    for _ in range(5):
+        assert (await get(r.proxy_url + "/api/users/1"))[:2] == (200, PRIMARY_BODY)
+    await settle(r)
+    assert len(shadow.seen) == 3
+    route = "/api/users/{id}"
+    assert value(r, "shadowproxy_shadow_skipped_total", route=route, reason="circuit_open") == 5
+    assert value(r, "shadowproxy_upstream_requests_total", backend="shadow", route=route, method="GET",
+                 code="timeout") == 3  # fmt: skip
