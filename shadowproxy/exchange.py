@@ -68,6 +68,22 @@ class UpstreamResult:
     error: ErrorKind | None = None
     error_detail: str = ""
 
+    @staticmethod
+    def failure(
+        backend: Backend, kind: ErrorKind, detail: str, latency_s: float, body_size: int = 0
+    ) -> UpstreamResult:
+        """A call that got no usable answer (the one shape every engine reports it in)."""
+        return UpstreamResult(
+            backend=backend,
+            status=None,
+            headers=(),
+            body=b"",
+            latency_s=latency_s,
+            body_size=body_size,
+            error=kind,
+            error_detail=detail,
+        )
+
     @property
     def ok(self) -> bool:
         return self.error is None and self.status is not None

@@ -17,7 +17,7 @@ from typing import Protocol
 from aiohttp import ClientResponse, web
 
 from shadowproxy import config
-from shadowproxy.exchange import Headers, RequestSnapshot, SkipReason, UpstreamResult
+from shadowproxy.exchange import ErrorKind, Headers, RequestSnapshot, SkipReason, UpstreamResult
 from shadowproxy.responses import error_response
 from shadowproxy.routes import Router
 from shadowproxy.shadow import ShadowDispatcher, ShadowPolicy
@@ -327,13 +327,5 @@ async def _iter_body(upstream: ClientResponse, idle_timeout_s: float) -> AsyncIt
         yield chunk
 
 
-def failed_result(detail: str, kind: str = "error", latency_s: float = 0.0) -> UpstreamResult:
-    return UpstreamResult(
-        backend="primary",
-        status=None,
-        headers=(),
-        body=b"",
-        latency_s=latency_s,
-        error="timeout" if kind == "timeout" else "error",
-        error_detail=detail,
-    )
+def failed_result(detail: str, kind: ErrorKind = "error", latency_s: float = 0.0) -> UpstreamResult:
+    return UpstreamResult.failure("primary", kind, detail, latency_s)

@@ -164,17 +164,7 @@ class Upstream:
                     headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in resp.raw_headers)
                     status = resp.status
         except TRANSPORT_ERRORS as e:
-            kind, detail = classify(e)
-            return UpstreamResult(
-                backend=self.role,
-                status=None,
-                headers=(),
-                body=b"",
-                latency_s=time.perf_counter() - started,
-                body_size=size,
-                error=kind,
-                error_detail=detail,
-            )
+            return UpstreamResult.failure(self.role, *classify(e), time.perf_counter() - started, size)
         return UpstreamResult(
             backend=self.role,
             status=status,

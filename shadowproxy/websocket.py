@@ -57,16 +57,18 @@ async def proxy_websocket(
         )
     except aiohttp.WSServerHandshakeError as e:
         # The upstream refused the upgrade: pass its status on, as a plain response.
-        rec.upstream(route, request.method, _result(e.status, loop.time() - started))
+        rec.upstream(route, request.method, _answered(e.status, loop.time() - started))
         return web.Response(status=e.status, text=e.message or "websocket upgrade refused")
     except TRANSPORT_ERRORS as e:
         kind, detail = classify(e)
-        rec.upstream(route, request.method, _result(None, loop.time() - started, kind, detail))
+        rec.upstream(
+            route, request.method, UpstreamResult.failure("primary", kind, detail, loop.time() - started)
+        )
         status = 504 if kind == "timeout" else 502
         rec.request(route, request.method, status)
         return error_response(status, primary.name, detail, dict(forwarded).get("X-Request-Id", ""))
 
-    rec.upstream(route, request.method, _result(101, loop.time() - started))
+    rec.upstream(route, request.method, _answered(101, loop.time() - started))
     client = web.WebSocketResponse(
         protocols=(upstream.protocol,) if upstream.protocol else (), max_msg_size=MAX_MESSAGE, autoclose=False
     )
@@ -97,15 +99,5 @@ async def _pump(
         await dst.close(code=src.close_code or 1011)
 
 
-def _result(
-    status: int | None, latency_s: float, kind: str | None = None, detail: str = ""
-) -> UpstreamResult:
-    return UpstreamResult(
-        backend="primary",
-        status=status,
-        headers=(),
-        body=b"",
-        latency_s=latency_s,
-        error=None if kind is None else ("timeout" if kind == "timeout" else "error"),
-        error_detail=detail,
-    )
+def _answered(status: int, latency_s: float) -> UpstreamResult:
+    return UpstreamResult(backend="primary", status=status, headers=(), body=b"", latency_s=latency_s)

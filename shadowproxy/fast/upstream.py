@@ -93,17 +93,7 @@ class FastUpstream(Upstream):
                             break
                     captured = bytes(buf)
         except FAST_ERRORS as e:
-            kind, detail = classify(e)
-            return UpstreamResult(
-                backend=self.role,
-                status=None,
-                headers=(),
-                body=b"",
-                latency_s=time.perf_counter() - started,
-                body_size=size,
-                error=kind,
-                error_detail=detail,
-            )
+            return UpstreamResult.failure(self.role, *classify(e), time.perf_counter() - started, size)
         finally:
             if resp is not None:
                 resp.close()
