@@ -47,7 +47,6 @@ Several worker processes (`workers: N`):
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -67,6 +66,7 @@ from shadowproxy import __version__
 from shadowproxy.config import STANDARD_METHODS
 from shadowproxy.evidence import LATENCY_BUCKETS
 from shadowproxy.exchange import PARTS, SKIP_REASONS, Backend, ErrorKind, Exchange, SkipReason
+from shadowproxy.noise import generic_path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
@@ -76,8 +76,6 @@ VERDICT_VALUES = {"GO": 1, "INCONCLUSIVE": 0, "NO-GO": -1}
 _METHODS = frozenset(STANDARD_METHODS)
 _MAX_DROP_REASONS = 16
 _MAX_FIELD_LABEL = 160
-_INDEX = re.compile(r"\[\d+\]")
-_LINE = re.compile(r"^line:\d+$")
 # Only prometheus_client's own file names, so a mistyped directory loses nothing else.
 _MULTIPROC_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
 
@@ -95,12 +93,10 @@ _MAX_PATH_CACHE = 4096
 
 
 def field_label(path: str) -> str:
-    """The label for a differing field: array indices folded, so `$.data[3].title` and
-    `$.data[4].title` are one field and do not use up the route's label budget."""
-    label = _INDEX.sub("[*]", path)
-    if _LINE.match(label):
-        label = "line:*"
-    return label[:_MAX_FIELD_LABEL]
+    """The label for a differing field: array indices folded (noise.generic_path, the
+    one definition), so `$.data[3].title` and `$.data[4].title` are one field and do not
+    use up the route's label budget."""
+    return generic_path(path)[:_MAX_FIELD_LABEL]
 
 
 def prepare_multiprocess(directory: str) -> None:

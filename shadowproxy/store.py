@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from shadowproxy import config
 from shadowproxy.evidence import Evidence, Sample
 from shadowproxy.exchange import PARTS, SKIP_REASONS, Exchange, SkipReason
+from shadowproxy.noise import generic_path
 from shadowproxy.redact import Redactor
 from shadowproxy.store_read import (
     RouteSummary,
@@ -28,7 +29,7 @@ from shadowproxy.store_read import (
     read_samples,
     read_summaries,
 )
-from shadowproxy.store_sample import SampleMaker, explain_stored, generic_path
+from shadowproxy.store_sample import SampleMaker, explain_stored
 from shadowproxy.store_schema import (
     MAX_FIRST_PATHS,
     Delta,
@@ -331,6 +332,8 @@ class Store:
                 paths = known[route] = first_paths(conn, route)
             new: list[str] = []
             fields = ex.comparison.fields if ex.comparison is not None else ()
+            # First-of-path is about the field, not the element: `$.items[3].price` and
+            # `$.items[7].price` are one field, and `line:12` one kind of text difference.
             for p in dict.fromkeys(generic_path(f.path) for f in fields):
                 if p not in paths and len(paths) < MAX_FIRST_PATHS:
                     paths.add(p)

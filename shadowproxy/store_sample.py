@@ -10,7 +10,6 @@ import dataclasses
 import importlib
 import json
 import logging
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -29,14 +28,6 @@ MAX_SAMPLE_FIELDS = 100
 MAX_VALUE_CHARS = 2000
 MAX_EXPLANATION_CHARS = 4000
 NOT_EXPLAINED = ""  # explained on demand, from the stored (redacted) bodies: explain_stored()
-# First-of-path is about the field, not the element: `$.items[3].price` and
-# `$.items[7].price` are one field, and `line:12` one kind of text difference.
-_INDEX = re.compile(r"\[\d+\]")
-_LINE = re.compile(r"^line:\d+$")
-
-
-def generic_path(path: str) -> str:
-    return "line:*" if _LINE.match(path) else _INDEX.sub("[*]", path)
 
 
 class SampleMaker:
