@@ -184,7 +184,9 @@ class Store:
                 c["mismatches"] += 1
                 for part in cmp.parts:
                     c[_PART_KEYS.get(part) or f"part:{part}"] += 1
-                for path in {f.path for f in cmp.fields}:
+                # Keyed like the noise paths (and the metrics): once per request per field,
+                # indices folded. Diffy's rule compares raw with noise for the same field.
+                for path in {generic_path(f.path) for f in cmp.fields}:
                     d.count_field(path, 0)
         if ex.secondary is not None:
             c["noise_total"] += 1

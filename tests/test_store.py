@@ -438,3 +438,19 @@ def test_a_burst_prepares_only_the_newest_few_samples_per_route(db: str) -> None
     assert kept == [*newest, "req-0"]  # req-0: the first of $.a
     summary = next(x for x in make(db).route_summaries() if x.route == "user")
     assert summary.mismatches == 200  # every mismatch is counted, sampled or not
+
+
+def test_field_counts_are_per_request_and_keyed_like_the_noise(db: str) -> None:
+    """Three elements of one array differ in one request: one raw count for the field,
+    under the same generic path the noise counts use, so Diffy's raw > noise compares
+    like with like."""
+    s = make(db)
+    fields = tuple(FieldDiff(f"$.items[{i}].updated_at", "changed", i, -i) for i in range(3))
+    for n in range(4):
+        s.record_exchange(
+            exchange(fields=fields, secondary=True, noise_paths=("$.items[*].updated_at",), n=n)
+        )
+    s.start()
+    s.close()
+    (ev,) = make(db).evidence().routes
+    assert [(f.path, f.raw, f.noise) for f in ev.fields] == [("$.items[*].updated_at", 4, 4)]
