@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Protocol
 
 from aiohttp import ClientResponse, web
@@ -26,7 +26,6 @@ from shadowproxy.websocket import is_websocket_upgrade, proxy_websocket
 
 log = logging.getLogger("shadowproxy.proxy")
 
-CHUNK = 64 * 1024
 # Headers aiohttp's server adds to a response on its own (see _prepare_headers); we take
 # them back out in on_response_prepare when the upstream did not send them.
 _SERVER_DEFAULTS = ("Date", "Server", "Content-Type")
@@ -149,6 +148,29 @@ class ProxyCore:
         log.warning("primary %s %s: %s", method, route, detail)
         return (504 if kind == "timeout" else 502), detail, result
 
+    def primary_answered(
+        self,
+        route: str,
+        method: str,
+        status: int,
+        headers: Headers,
+        captured: bytes,
+        size: int,
+        started: float,
+    ) -> UpstreamResult:
+        """Record the primary's complete answer; the result the shadow side compares with."""
+        result = UpstreamResult(
+            backend="primary",
+            status=status,
+            headers=headers,
+            body=captured,
+            latency_s=time.perf_counter() - started,
+            body_size=size,
+            truncated=size > len(captured),
+        )
+        self._rec.upstream(route, method, result)
+        return result
+
     def primary_cut(self, route: str, method: str, exc: BaseException, started: float, size: int) -> None:
         """Record a primary that failed after its headers went to the client."""
         kind, detail = classify(exc)
@@ -205,7 +227,7 @@ class ProxyHandler(ProxyCore):
         body: bytes | None = None
         rest = False  # True when the body is larger than we captured: the rest streams on
         if skip is None and request.body_exists:
-            body, rest = await _read_bounded(request, self._max_body)
+            body, rest = await read_bounded(request.content.readany, self._max_body)
             if rest:
                 skip = "body_too_large"
         primary_fut = self.shadow_begin(
@@ -214,7 +236,7 @@ class ProxyHandler(ProxyCore):
 
         data: bytes | AsyncIterator[bytes] | object | None
         if body is not None:
-            data = _chain(body, request) if rest else body
+            data = chain(body, request.content.readany) if rest else body
         else:
             data = request.content if request.body_exists else None
         result: UpstreamResult | None = None
@@ -275,16 +297,9 @@ class ProxyHandler(ProxyCore):
             raise
         finally:
             upstream.release()
-        result = UpstreamResult(
-            backend="primary",
-            status=upstream.status,
-            headers=headers,
-            body=bytes(captured),
-            latency_s=time.perf_counter() - started,
-            body_size=size,
-            truncated=size > len(captured),
+        result = self.primary_answered(
+            route, request.method, upstream.status, headers, bytes(captured), size, started
         )
-        self._rec.upstream(route, request.method, result)
         return response, result
 
     def _response_for(
@@ -298,21 +313,26 @@ class ProxyHandler(ProxyCore):
         return response
 
 
-async def _read_bounded(request: web.Request, limit: int) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the body; True if more remains in the stream."""
+Read = Callable[[], Awaitable[bytes]]  # the next chunk of a request body; b"" at its end
+
+
+async def read_bounded(read: Read, limit: int) -> tuple[bytes, bool]:
+    """Read the body up to `limit` bytes (a chunk more at most); True if more remains,
+    then the rest still streams on through `chain`. Both engines capture this way."""
     buf = bytearray()
-    content = request.content
     while len(buf) <= limit:
-        chunk = await content.read(min(CHUNK, limit + 1 - len(buf)))
+        chunk = await read()
         if not chunk:
             return bytes(buf), False
         buf += chunk
     return bytes(buf), True
 
 
-async def _chain(head: bytes, request: web.Request) -> AsyncIterator[bytes]:
-    yield head
-    async for chunk in request.content.iter_any():
+async def chain(head: bytes, read: Read) -> AsyncIterator[bytes]:
+    """`head`, then the rest of the body as it arrives."""
+    if head:
+        yield head
+    while chunk := await read():
         yield chunk
 
 

@@ -1,5 +1,9 @@
 """The proxy's own answers when an upstream gives none (502, 504): small JSON bodies that
-name the backend and the reason, so an on-call reader knows which side failed."""
+name the backend and the reason, so an on-call reader knows which side failed.
+
+`error_body`/`error_headers` are the answer itself, for either engine; `error_response`
+wraps them for aiohttp's server.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import orjson
 from aiohttp import web
 
 
-def error_response(status: int, backend: str, reason: str, request_id: str) -> web.Response:
-    body = orjson.dumps(
+def error_body(status: int, backend: str, reason: str, request_id: str) -> bytes:
+    return orjson.dumps(
         {
             "error": "gateway_timeout" if status == 504 else "bad_gateway",
             "backend": backend,
@@ -16,6 +20,13 @@ def error_response(status: int, backend: str, reason: str, request_id: str) -> w
             "request_id": request_id,
         }
     )
+
+
+def error_headers(request_id: str) -> list[tuple[str, str]]:
+    return [("Content-Type", "application/json"), ("X-Request-Id", request_id)]
+
+
+def error_response(status: int, backend: str, reason: str, request_id: str) -> web.Response:
     return web.Response(
-        status=status, body=body, content_type="application/json", headers={"X-Request-Id": request_id}
+        status=status, body=error_body(status, backend, reason, request_id), headers=error_headers(request_id)
     )

@@ -4,11 +4,10 @@ through ProxyCore), on the httptools server and pool instead of aiohttp's."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from http import HTTPStatus
 
 from shadowproxy import config
 from shadowproxy.exchange import Headers, UpstreamResult
-from shadowproxy.fast.body import BodyStream
 from shadowproxy.fast.client import FAST_ERRORS, Body, Response
 from shadowproxy.fast.server import Connection
 from shadowproxy.fast.tunnel import tunnel
@@ -17,13 +16,15 @@ from shadowproxy.fast.wire import Request
 from shadowproxy.proxy import (
     ProxyCore,
     Recorder,
+    chain,
     client_headers,
     forward_headers,
     log,
     primary_done,
+    read_bounded,
     request_id_for,
 )
-from shadowproxy.responses import error_response
+from shadowproxy.responses import error_body, error_headers
 from shadowproxy.routes import Router
 from shadowproxy.shadow import ShadowDispatcher, ShadowPolicy
 
@@ -58,7 +59,7 @@ class FastProxy(ProxyCore):
         body: bytes | None = None
         rest = False
         if skip is None and req.body is not None:
-            body, rest = await _read_bounded(req.body, self._max_body)
+            body, rest = await read_bounded(req.body.read, self._max_body)
             if rest:
                 skip = "body_too_large"
         primary_fut = self.shadow_begin(
@@ -67,12 +68,12 @@ class FastProxy(ProxyCore):
 
         data: Body
         if body is not None:
-            data = _chain(body, req.body) if rest and req.body is not None else body
+            data = chain(body, req.body.read) if rest and req.body is not None else body
         elif req.body is None:
             data = None
         else:
             # A small body is often all in already: send it as bytes (one write, retryable).
-            data = req.body.take() if req.body.complete else _iterate(req.body)
+            data = req.body.take() if req.body.complete else chain(b"", req.body.read)
         result: UpstreamResult | None = None
         try:
             status, result = await self._forward(
@@ -103,10 +104,8 @@ class FastProxy(ProxyCore):
             )
         except FAST_ERRORS as e:
             status, detail, result = self.primary_failed(route, req.method, e, started)
-            err = error_response(status, up.name, detail, request_id)
-            assert isinstance(err.body, bytes)
-            headers = [("Content-Type", err.content_type), ("X-Request-Id", request_id)]
-            conn.respond(req, status, err.reason, headers, err.body)
+            body = error_body(status, up.name, detail, request_id)
+            conn.respond(req, status, HTTPStatus(status).phrase, error_headers(request_id), body)
             return status, result
 
         headers = client_headers(resp.headers, request_id)
@@ -116,16 +115,9 @@ class FastProxy(ProxyCore):
             size, captured = len(whole), whole[: self._capture] if capture else b""
         else:
             size, captured = await self._stream(req, conn, resp, headers, route, started, capture)
-        result = UpstreamResult(
-            backend="primary",
-            status=resp.status,
-            headers=tuple(resp.headers),
-            body=captured,
-            latency_s=time.perf_counter() - started,
-            body_size=size,
-            truncated=size > len(captured),
+        result = self.primary_answered(
+            route, req.method, resp.status, tuple(resp.headers), captured, size, started
         )
-        self._rec.upstream(route, req.method, result)
         return resp.status, result
 
     async def _stream(
@@ -163,25 +155,3 @@ class FastProxy(ProxyCore):
         finally:
             resp.close()
         return size, bytes(captured)
-
-
-async def _read_bounded(body: BodyStream, limit: int) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the body (a little more); True if more remains."""
-    buf = bytearray()
-    while len(buf) <= limit:
-        chunk = await body.read()
-        if not chunk:
-            return bytes(buf), False
-        buf += chunk
-    return bytes(buf), True
-
-
-async def _chain(head: bytes, body: BodyStream) -> AsyncIterator[bytes]:
-    yield head
-    while chunk := await body.read():
-        yield chunk
-
-
-async def _iterate(body: BodyStream) -> AsyncIterator[bytes]:
-    while chunk := await body.read():
-        yield chunk

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from http import HTTPStatus
 from typing import TYPE_CHECKING, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -20,7 +21,7 @@ from shadowproxy.fast.conn import CLOSED, UpstreamError
 from shadowproxy.fast.upstream import FastUpstream
 from shadowproxy.fast.wire import Request
 from shadowproxy.proxy import failed_result
-from shadowproxy.responses import error_response
+from shadowproxy.responses import error_body, error_headers
 from shadowproxy.transport import classify
 
 if TYPE_CHECKING:
@@ -54,10 +55,8 @@ async def tunnel(
         kind, detail = classify(e)
         rec.upstream(route, req.method, failed_result(detail, kind, time.perf_counter() - started))
         code = 504 if kind == "timeout" else 502
-        err = error_response(code, primary.name, detail, request_id)
-        assert isinstance(err.body, bytes)
-        headers = [("Content-Type", err.content_type), ("X-Request-Id", request_id)]
-        conn.respond(req, code, err.reason, headers, err.body)
+        body = error_body(code, primary.name, detail, request_id)
+        conn.respond(req, code, HTTPStatus(code).phrase, error_headers(request_id), body)
         rec.request(route, req.method, code)
         return
     latency = time.perf_counter() - started
