@@ -53,7 +53,7 @@ class Sidecar:
             self.shadow,
             self.tracker,
             on_exchange=self._exchange,
-            on_upstream=self._shadow_upstream,
+            on_upstream=self.upstream,
             on_in_flight=self.metrics.shadow_in_flight,
             secondary=self.secondary,
         )
@@ -73,17 +73,14 @@ class Sidecar:
         self.metrics.skipped(route, reason)
         self.store.record_skip(route, reason)
 
-    # ---- shadow side
-    def _shadow_upstream(self, route: str, method: str, result: UpstreamResult) -> None:
-        self.metrics.upstream(result.backend, route, method, result.status, result.error, result.latency_s)
-
+    # ---- shadow side (its upstream results go to `upstream` too)
     def _exchange(self, ex: Exchange) -> None:
         self.metrics.exchange(ex)
         self.store.record_exchange(ex)
 
     # ---- the live verdict (blocking: SQLite reads and statistics; call it in a thread)
     def judge(self) -> Decision:
-        evidence = self.store.evidence(routes=[r.name for r in self.cfg.routes], noise=self.cfg.noise)
+        evidence = self.store.evidence(routes=[r.name for r in self.cfg.routes], samples=False)
         decision = evaluate(self.cfg, evidence)
         self.metrics.set_verdicts({r.route: VERDICT_VALUES[r.verdict] for r in decision.routes})
         return decision

@@ -232,15 +232,20 @@ class Store:
     # ------------------------------------------------------------------ readers
 
     def evidence(
-        self, routes: Sequence[str] = (), noise: config.Noise | None = None, *, explain: bool = False
+        self,
+        routes: Sequence[str] = (),
+        noise: config.Noise | None = None,
+        *,
+        explain: bool = False,
+        samples: bool = True,
     ) -> Evidence:
-        """`explain`: give the example samples DeepDiff's explanation (a report wants it; the
-        live verdict, every few seconds, does not)."""
-        ev = read_evidence(self.path, routes, noise)
+        """`explain`: give the example samples DeepDiff's explanation (a report wants it);
+        `samples=False`: no examples at all (the live verdict, every few seconds, only judges)."""
+        ev = read_evidence(self.path, routes, noise, samples=samples)
         if not explain:
             return ev
-        samples = {route: tuple(self._explained(s) for s in ss) for route, ss in ev.samples.items()}
-        return dataclasses.replace(ev, samples=samples)
+        explained = {route: tuple(self._explained(s) for s in ss) for route, ss in ev.samples.items()}
+        return dataclasses.replace(ev, samples=explained)
 
     def route_summaries(self) -> list[RouteSummary]:
         return read_summaries(self.path)

@@ -76,13 +76,15 @@ class RouteSummary:
         }
 
 
-def read_evidence(path: str, routes: Sequence[str], noise: config.Noise | None) -> Evidence:
+def read_evidence(
+    path: str, routes: Sequence[str], noise: config.Noise | None, *, samples: bool = True
+) -> Evidence:
     with closing(open_reader(path)) as conn:
         counters = _counters(conn)
         names = list(dict.fromkeys([*routes, *sorted(counters)]))
         hists = _histograms(conn)
         evidence = tuple(_route_evidence(conn, r, counters.get(r, Counter()), hists) for r in names)
-        samples = {r: tuple(_samples(conn, r, EVIDENCE_SAMPLES_PER_ROUTE)) for r in names}
+        examples = {r: tuple(_samples(conn, r, EVIDENCE_SAMPLES_PER_ROUTE)) for r in names} if samples else {}
         row = conn.execute("SELECT value FROM meta WHERE key = 'first_at'").fetchone()
     window = "no traffic recorded yet"
     if row is not None:
@@ -91,7 +93,7 @@ def read_evidence(path: str, routes: Sequence[str], noise: config.Noise | None) 
         routes=evidence,
         source=f"store:{path}",
         window=window,
-        samples={r: s for r, s in samples.items() if s},
+        samples={r: s for r, s in examples.items() if s},
         suggestions=_suggestions(evidence, noise),
     )
 
