@@ -237,6 +237,7 @@ class Metrics:
         self._field_children: dict[tuple[str, str], Counter] = {}
         self._path_labels: dict[tuple[str, str], str] = {}
         self._drop_reasons: set[str] = set()
+        self._zeroed: set[str] = set()  # routes whose fixed-label series exist
         self._scrape: CollectorRegistry | None = None
 
     # ------------------------------------------------------------------ hot path
@@ -292,8 +293,11 @@ class Metrics:
         route would never fire its alert, and `report --prometheus` would miss counts.
         Bounded: routes are capped by the router.
         """
+        if route in self._zeroed:
+            return
+        self._zeroed.add(route)
         for reason in SKIP_REASONS:
-            self._skip_children.setdefault((route, reason), self._skipped.labels(route, reason))
+            self._skip_children[(route, reason)] = self._skipped.labels(route, reason)
         self._hashed.labels(route)
 
     def _zero_pair(self, route: str, method: str) -> None:
