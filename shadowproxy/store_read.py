@@ -28,6 +28,7 @@ from shadowproxy.evidence import (
     SuggestedIgnore,
 )
 from shadowproxy.exchange import FieldDiff, Headers
+from shadowproxy.store_pairs import read_pairs
 from shadowproxy.store_schema import open_reader
 
 log = logging.getLogger("shadowproxy.store")
@@ -168,9 +169,6 @@ def _histograms(conn: sqlite3.Connection) -> dict[tuple[str, str], Histogram]:
 def _route_evidence(
     conn: sqlite3.Connection, route: str, c: Counter[str], hists: dict[tuple[str, str], Histogram]
 ) -> RouteEvidence:
-    pairs = conn.execute(
-        "SELECT primary_s, shadow_s FROM latency_pairs WHERE route = ? ORDER BY slot", (route,)
-    ).fetchall()
     fields = conn.execute(
         "SELECT path, raw, noise FROM field_counts WHERE route = ? ORDER BY raw DESC, noise DESC, path",
         (route,),
@@ -187,7 +185,7 @@ def _route_evidence(
         skipped=_prefixed(c, "skip:"),
         primary_latency=hists.get((route, "primary"), Histogram()),
         shadow_latency=hists.get((route, "shadow"), Histogram()),
-        latency_pairs=tuple((p, s) for p, s in pairs),
+        latency_pairs=read_pairs(conn, route),
         fields=tuple(FieldCount(p, raw, noise) for p, raw, noise in fields),
         noise_total=c["noise_total"],
         hashed_only=c["hashed_only"],

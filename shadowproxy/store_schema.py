@@ -15,9 +15,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from shadowproxy import store_pairs
 from shadowproxy.evidence import LATENCY_BUCKETS, Sample
 
-SCHEMA_VERSION = 1
+# 2: latency pairs in blocks (store_pairs); a version 1 file is migrated when opened for writing.
+SCHEMA_VERSION = 2
 # Distinct field paths counted per route; the rest are added up under OTHER_FIELD.
 MAX_FIELD_PATHS = 1000
 OTHER_FIELD = "other"
@@ -37,9 +39,6 @@ CREATE TABLE IF NOT EXISTS latency (
 CREATE TABLE IF NOT EXISTS latency_sum (
     route TEXT NOT NULL, side TEXT NOT NULL, sum_s REAL NOT NULL,
     PRIMARY KEY (route, side)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS latency_pairs (
-    route TEXT NOT NULL, slot INTEGER NOT NULL, primary_s REAL NOT NULL, shadow_s REAL NOT NULL,
-    PRIMARY KEY (route, slot)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS field_counts (
     route TEXT NOT NULL, path TEXT NOT NULL, raw INTEGER NOT NULL, noise INTEGER NOT NULL,
     PRIMARY KEY (route, path)) WITHOUT ROWID;
@@ -71,11 +70,15 @@ def open_writer(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version not in (0, SCHEMA_VERSION):
+    if version not in (0, 1, SCHEMA_VERSION):
         conn.close()
         raise StoreError(f"{path}: store schema version {version}, this shadowproxy reads {SCHEMA_VERSION}")
-    conn.executescript(_DDL)
+    conn.executescript(_DDL + store_pairs.DDL)
+    conn.execute("BEGIN IMMEDIATE")
+    if version == 1:
+        store_pairs.migrate_v1(conn)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    conn.execute("COMMIT")
     return conn
 
 
@@ -88,6 +91,11 @@ def open_reader(path: str) -> sqlite3.Connection:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version != SCHEMA_VERSION:
         conn.close()
+        if version == 1:
+            raise StoreError(
+                f"{path}: written by an older shadowproxy (schema 1); "
+                "`shadowproxy run` with this store upgrades it in place"
+            )
         raise StoreError(f"{path}: not a shadowproxy store (schema version {version})")
     # One snapshot for the whole call: counts, histograms and samples from the same flush.
     conn.execute("BEGIN")
@@ -195,10 +203,8 @@ def write_delta(conn: sqlite3.Connection, delta: Delta) -> None:
                 " ON CONFLICT DO UPDATE SET sum_s = sum_s + excluded.sum_s",
                 (route, side, h.sum_s),
             )
-        conn.executemany(
-            "INSERT OR REPLACE INTO latency_pairs VALUES (?, ?, ?, ?)",
-            [(route, slot, p, s) for slot, (p, s) in d.pairs.items()],
-        )
+        if d.pairs:
+            store_pairs.write_pairs(conn, route, d.pairs)
         _write_fields(conn, route, d.fields)
 
 

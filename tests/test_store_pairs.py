@@ -1,0 +1,89 @@
+"""Latency pairs on disk: the reservoir in blocks, and stores written by schema 1."""
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from shadowproxy import config
+from shadowproxy.store import Store, StoreError
+from shadowproxy.store_pairs import PAIR_BLOCK
+from shadowproxy.store_read import read_evidence
+from shadowproxy.store_schema import _DDL
+from tests.test_store import exchange, result
+from tests.test_store import make as make_store
+
+
+def make(path: str, cap: int) -> Store:
+    return make_store(path, config.Store(latency_pairs_per_route=cap, flush_interval_s=60.0))
+
+
+def record(store: Store, pairs: list[tuple[float, float]]) -> None:
+    for p, s in pairs:
+        store.record_exchange(
+            exchange(primary=result("primary", latency=p), shadow=result("shadow", latency=s))
+        )
+
+
+def test_pairs_fill_blocks_in_slot_order_across_flushes(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    cap = 2 * PAIR_BLOCK + 10  # three blocks, the last one partly filled
+    pairs = [(i / 1000, i / 500) for i in range(cap)]
+    store = make(db, cap)
+    store.start()
+    # Flushes that end inside a block: the next one must extend that block, not replace it.
+    for chunk in (pairs[:100], pairs[100 : PAIR_BLOCK + 7], pairs[PAIR_BLOCK + 7 :]):
+        record(store, chunk)
+        store.flush()
+    store.close()
+    assert read_evidence(db, ["user"], None).routes[0].latency_pairs == tuple(pairs)
+    rows = sqlite3.connect(db).execute("SELECT block, length(pairs) FROM latency_pair_blocks").fetchall()
+    assert sorted(rows) == [(0, PAIR_BLOCK * 16), (1, PAIR_BLOCK * 16), (2, 10 * 16)]
+
+
+def test_a_full_reservoir_replaces_slots_and_stays_bounded(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    cap = PAIR_BLOCK + 3
+    store = make(db, cap)
+    store.start()
+    everything = [(i / 1000, 1.0 + i / 1000) for i in range(20 * cap)]
+    record(store, everything)
+    store.close()
+    kept = read_evidence(db, ["user"], None).routes[0].latency_pairs
+    assert len(kept) == cap and set(kept) <= set(everything)
+    # Uniform over all of them: the odds that none came after the first `cap` are negligible.
+    assert any(p >= cap / 1000 for p, _ in kept)
+
+
+def _v1_store(path: str, pairs: list[tuple[int, float, float]]) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        _DDL
+        + """CREATE TABLE latency_pairs (
+            route TEXT NOT NULL, slot INTEGER NOT NULL, primary_s REAL NOT NULL, shadow_s REAL NOT NULL,
+            PRIMARY KEY (route, slot)) WITHOUT ROWID;"""
+    )
+    conn.executemany("INSERT INTO latency_pairs VALUES ('user', ?, ?, ?)", pairs)
+    conn.execute("INSERT INTO counters VALUES ('user', 'pairs_seen', ?)", (len(pairs),))
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+
+
+def test_a_schema_1_store_is_upgraded_by_the_writer_and_named_by_the_reader(tmp_path: Path) -> None:
+    db = str(tmp_path / "old.db")
+    old = [(slot, slot / 100, slot / 50) for slot in (0, 1, 2, PAIR_BLOCK + 1)]
+    _v1_store(db, old)
+    with pytest.raises(StoreError, match=r"older shadowproxy .*`shadowproxy run`"):
+        read_evidence(db, ["user"], None)
+
+    store = make(db, 1000)
+    store.start()
+    record(store, [(9.0, 9.5)])
+    store.close()
+
+    got = read_evidence(db, ["user"], None).routes[0].latency_pairs
+    # In slot order: pairs_seen was 4, so the new pair took slot 4, before slot PAIR_BLOCK + 1.
+    assert got == (*((p, s) for _, p, s in old[:3]), (9.0, 9.5), (old[3][1], old[3][2]))
+    tables = {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "latency_pairs" not in tables
