@@ -35,6 +35,30 @@ CASES: list[tuple[str, Any, Any, CompareRules, list[FieldDiff]]] = [
         [D("$[0]", "type_changed", True, 1), D("$[1]", "type_changed", 0, False)],
     ),
     ("int and float are one number", {"n": 1}, {"n": 1.0}, R, []),
+    # The walk skips equal members by `==`; these are equal to Python but not as JSON, or
+    # equal with keys in another order, next to a real difference so the walk runs.
+    (
+        "nested true is not 1 beside another difference",
+        {"x": {"a": True}, "y": 1},
+        {"x": {"a": 1}, "y": 2},
+        R,
+        [D("$.x.a", "type_changed", True, 1), D("$.y", "changed", 1, 2)],
+    ),
+    (
+        "nested key order beside another difference",
+        {"x": {"a": 1, "b": [2]}, "y": 1},
+        {"x": {"b": [2], "a": 1}, "y": 2},
+        R,
+        [D("$.y", "changed", 1, 2)],
+    ),
+    ("ints past 64 bits", {"x": [2**70], "y": 1}, {"x": [2**70], "y": 2}, R, [D("$.y", "changed", 1, 2)]),
+    (
+        "same number of keys, one renamed",
+        {"a": 1, "b": 2},
+        {"a": 1, "c": 2},
+        R,
+        [D("$.b", "missing", 2), D("$.c", "extra", None, 2)],
+    ),
     (
         "object to array",
         {"a": {}},
