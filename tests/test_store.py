@@ -281,6 +281,20 @@ def test_full_queue_drops_and_counts(db: str) -> None:
     assert [x.request_id for x in r.samples(None, 10)] == ["req-1", "req-0", "req-10"]
 
 
+def test_a_flood_of_one_mismatch_queues_only_what_can_be_kept(db: str) -> None:
+    """The first of a path and the newest few per route wait for the writer; the rest of a
+    burst is never queued, so it neither fills the queue nor counts as dropped."""
+    s = make(db, max_queued_samples=MAX_NEW_SAMPLES_PER_BATCH + 1)
+    for i in range(500):  # not started: all of it waits for one batch
+        s.record_exchange(exchange(fields=diff(), n=i))
+    s.start()
+    s.close()
+    summary = next(x for x in make(db).route_summaries() if x.route == "user")
+    assert (summary.mismatches, summary.samples_dropped) == (500, 0)
+    kept = [x.request_id for x in make(db).samples("user", 500)]
+    assert kept == [*(f"req-{i}" for i in range(499, 499 - MAX_NEW_SAMPLES_PER_BATCH, -1)), "req-0"]
+
+
 def test_field_paths_fold_into_other_past_the_cap(store: Store) -> None:
     many = tuple(FieldDiff(f"$.f{i}", "changed", 1, 2) for i in range(MAX_FIELD_PATHS + 5))
     store.record_exchange(exchange(fields=many))
