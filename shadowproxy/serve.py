@@ -4,6 +4,7 @@ share the ports (SO_REUSEPORT) and the metrics (prometheus-client multiprocess m
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -48,6 +49,11 @@ async def _serve(cfg: config.Config, *, reuse_port: bool, uvloop: bool) -> None:
             os.getpid(),
             ", uvloop" if uvloop else "",
         )
+        # Everything built so far (modules, config, routes) lives as long as the process:
+        # out of the collector's sight, a full collection no longer walks it on every
+        # request burst (bench, 100% mismatching pairs: longest pause 60 -> 15 ms).
+        gc.collect()
+        gc.freeze()
         await stop.wait()
         log.info("shutting down: draining in-flight requests for up to %.0f s", cfg.drain_timeout_s)
     log.info("stopped")
