@@ -24,7 +24,7 @@ class Params:
 HOW = """\
 How: every process on 127.0.0.1; `wrk -t1 -c<conns> -d<duration>s --latency` per row after a warm-up.
 Upstreams are nginx (worker_processes 1, keepalive, access_log off) serving the JSON body from a file;
-the slow shadow answers after 200 ms and the hanging one never (shadow timeout_s 1), both a small aiohttp
+the slow shadow answers after 200 ms and the hanging one never (shadow timeout_s 1), both a bare asyncio
 process. proxy CPU = utime+stime of the proxy's process group over the row / requests; peak RSS = VmHWM
 summed over the group (since the proxy started: one proxy process per scenario, rows in table order).
 Ratios compare with nginx-mirror and direct at the same body and connections."""
