@@ -30,6 +30,8 @@ from shadowproxy.transport import Upstream
 
 log = logging.getLogger("shadowproxy")
 
+METRICS_FLUSH_S = 1.0
+
 
 class Sidecar:
     """Everything one process runs. Also the proxy's Recorder: it fans each event out to
@@ -59,6 +61,7 @@ class Sidecar:
         )
         self.ready = False
         self._verdicts: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
         self._housekeeping = TaskTracker(on_failure=self.metrics.task_failed)
 
     # ---- Recorder (primary path)
@@ -92,7 +95,15 @@ class Sidecar:
         await asyncio.to_thread(self.store.start)
         # Its own tracker: `tracker` holds shadow work, which drains; this loop never ends.
         self._verdicts = self._housekeeping.spawn(self._refresh_verdicts(), name="verdict refresh")
+        self._flusher = self._housekeeping.spawn(self._flush_metrics(), name="metrics flush")
         self.ready = True
+
+    async def _flush_metrics(self) -> None:
+        # A scrape of this process flushes first; this bounds how stale the counts of the
+        # other workers are (workers: N), and keeps multiprocess files current.
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_S)
+            self.metrics.flush()
 
     async def _refresh_verdicts(self) -> None:
         while True:
@@ -106,12 +117,14 @@ class Sidecar:
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.ready = False
-        if self._verdicts is not None:
-            self._verdicts.cancel()
-            await self._housekeeping.drain(1.0)
+        for task in (self._verdicts, self._flusher):
+            if task is not None:
+                task.cancel()
+        await self._housekeeping.drain(1.0)
         cancelled = await self.tracker.drain(drain_timeout_s)
         if cancelled:
             log.warning("shutdown: %d shadow calls still running were cancelled", cancelled)
+        self.metrics.flush()
         for up in self._upstreams():
             await up.close()
         await asyncio.to_thread(self.store.close)

@@ -83,6 +83,7 @@ async def test_differences_only_in_ignored_or_normalised_parts_are_a_match(make_
     noisy = {**USER, "updated_at": "2026-11-28T10:00:07.123Z", "tags": ["b", "a"]}
     rules = config.CompareRules(ignore=("$.updated_at",), unordered=(config.Unordered(path="$.tags"),))
     r = await one_exchange(make_upstream, sidecar, tmp_path, USER, json_handler(noisy), compare=rules)
+    r.sidecar.metrics.flush()
     registry = r.sidecar.metrics.registry
     labels = {"route": "/api/users/{id}", "method": "GET"}
     assert registry.get_sample_value("shadowproxy_comparisons_total", {**labels, "result": "match"}) == 1

@@ -6,10 +6,11 @@ from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from shadowproxy import __version__
+from shadowproxy.evidence import LATENCY_BUCKETS
 from shadowproxy.exchange import (
     SKIP_REASONS,
     Comparison,
@@ -31,6 +32,7 @@ from shadowproxy.tasks import TaskTracker
 
 
 def value(m: Metrics, name: str, **labels: str) -> float | None:
+    m.flush()  # the hot path tallies; prometheus_client sees the counts at a flush
     return m.registry.get_sample_value(name, labels)
 
 
@@ -106,6 +108,7 @@ def test_counters_and_histogram_equal_what_was_recorded() -> None:
     h = "shadowproxy_upstream_duration_seconds"
     shadow = {"backend": "shadow", "route": "user", "method": "GET"}
     # Six answers and the timeout are observed; the two transport errors are not.
+    m.flush()
     assert m.registry.get_sample_value(f"{h}_count", shadow) == len(durations) + 1
     assert m.registry.get_sample_value(f"{h}_bucket", {**shadow, "le": "0.5"}) == 3  # 0.5 itself is <= 0.5
     assert m.registry.get_sample_value(f"{h}_bucket", {**shadow, "le": "0.005"}) == 1
@@ -268,6 +271,7 @@ def _worker(requests: int, verdict: int, ready: MpEvent, release: MpEvent) -> No
         m.upstream("shadow", "user", "GET", 200, None, 0.1 if i % 2 else 0.9)
     m.shadow_in_flight(requests)
     m.set_verdicts({"user": verdict})
+    m.flush()  # what the sidecar does every second: into this worker's files
     ready.set()
     release.wait(30)
 
@@ -314,6 +318,41 @@ def test_multiprocess_scrape_sums_every_worker(tmp_path: Path, monkeypatch: pyte
         == 7
     )
     assert registry.get_sample_value("shadowproxy_shadow_in_flight", {}) is None
+
+
+def test_a_batch_of_observations_is_exactly_what_observe_would_give() -> None:
+    """flush() adds a batch to a histogram through prometheus_client's bucket and sum
+    values (it has no public call for that); this pins it against observe() itself."""
+    durations = [0.0, 0.001, 0.0011, 0.5, 0.50001, 7.0, 31.0, 1e-9, 0.02, 0.02]
+    m = Metrics(CollectorRegistry())
+    ref_registry = CollectorRegistry()
+    reference = Histogram(
+        "shadowproxy_upstream_duration_seconds",
+        "reference",
+        ["backend", "route", "method"],
+        buckets=LATENCY_BUCKETS,
+        registry=ref_registry,
+    ).labels("shadow", "user", "GET")
+    for d in durations:
+        m.upstream("shadow", "user", "GET", 200, None, d)
+        reference.observe(d)
+    m.flush()
+    m.upstream("shadow", "user", "GET", 200, None, 0.3)  # a second batch adds to the first
+    reference.observe(0.3)
+    m.flush()
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in registry.collect()
+            if family.name == "shadowproxy_upstream_duration_seconds"
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    want = samples(ref_registry)
+    assert len(want) == len(LATENCY_BUCKETS) + 3  # buckets, +Inf, count, sum
+    assert samples(m.registry) == want
 
 
 def test_a_new_route_starts_its_fixed_label_series_at_zero() -> None:

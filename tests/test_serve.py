@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
 import aiohttp
 
+from shadowproxy.app import METRICS_FLUSH_S
 from tests.conftest import run_config
 
 N = 60
@@ -24,6 +26,9 @@ async def test_two_workers_share_the_port_and_aggregate_metrics(
         sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg),
         stderr=asyncio.subprocess.PIPE,
         env={"PROMETHEUS_MULTIPROC_DIR": str(env_dir), "PATH": "/usr/bin:/bin"},
+        # Its own process group: on failure the workers go with the supervisor, and no
+        # orphan keeps the stderr pipe (and so proc.wait()) open.
+        start_new_session=True,
     )  # fmt: skip
     pids: set[str] = set()
     try:
@@ -40,20 +45,26 @@ async def test_two_workers_share_the_port_and_aggregate_metrics(
             async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/api/x") as resp:
                 assert resp.status == 200
         async with aiohttp.ClientSession() as s:
-            # Whichever worker answers the scrape reports every worker's counts.
-            for _ in range(4):
-                async with s.get(f"http://127.0.0.1:{admin}/metrics") as resp:
-                    text = await resp.text()
-                total = sum(
-                    float(line.rsplit(" ", 1)[1])
-                    for line in text.splitlines()
-                    if line.startswith("shadowproxy_requests_total{")
-                )
-                assert total == N
+            # Whichever worker answers the scrape reports every worker's counts: its own at
+            # once, the other's once that worker's next flush (every second) is in.
+            seen: list[float] = []
+            async with asyncio.timeout(METRICS_FLUSH_S * 10):
+                while not seen or seen[-1] != N:
+                    async with s.get(f"http://127.0.0.1:{admin}/metrics") as resp:
+                        text = await resp.text()
+                    seen.append(
+                        sum(
+                            float(line.rsplit(" ", 1)[1])
+                            for line in text.splitlines()
+                            if line.startswith("shadowproxy_requests_total{")
+                        )
+                    )
+                    await asyncio.sleep(METRICS_FLUSH_S / 10)
+            assert max(seen) == N and seen == sorted(seen)  # never more than served, never back
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert await proc.wait() == 0
     finally:
         if proc.returncode is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()

@@ -23,6 +23,7 @@ async def json_primary(request: web.Request, up) -> web.Response:
 
 
 def value(r, name: str, **labels: str) -> float:
+    r.sidecar.metrics.flush()
     return r.sidecar.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
