@@ -14,7 +14,6 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -24,6 +23,7 @@ from shadowproxy import decode, jsondiff, noise
 from shadowproxy.config import CompareRules
 from shadowproxy.exchange import BodyMode, Comparison, DiffKind, FieldDiff, Headers, Part, UpstreamResult
 from shadowproxy.jsondiff import BodyRules
+from shadowproxy.record import record
 
 log = logging.getLogger("shadowproxy.compare")
 
@@ -70,7 +70,7 @@ _AROUND_SEPARATORS = re.compile(r"\s*([,;=])\s*")
 _NAME_CACHE_MAX = 512
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Compiled:
     body: BodyRules
     headers: frozenset[str] | None  # None: every header that is not ignored ("*")
@@ -229,14 +229,14 @@ def _header_diffs(primary: Headers, shadow: Headers, c: _Compiled) -> list[Field
 # --------------------------------------------------------------------------- bodies
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Body:
     mode: BodyMode
     diffs: list[FieldDiff]
     hashed_only: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Side:
     """One body, decoded and classified."""
 

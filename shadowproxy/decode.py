@@ -10,10 +10,11 @@ import hashlib
 import itertools
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Literal
 
 import brotli
+
+from shadowproxy.record import record
 
 MediaKind = Literal["json", "text", "binary"]
 
@@ -40,7 +41,7 @@ class DecodeError(Exception):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decoded:
     data: bytes  # decoded bytes, at most the limit asked for
     over: bool = False  # the decoded body is larger than the limit (data is its first bytes)

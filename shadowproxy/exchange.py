@@ -6,8 +6,10 @@ Nothing here does I/O; every other module may import this one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
+
+from shadowproxy.record import record
 
 # Raw header pairs in wire order; repeated names (Set-Cookie) stay repeated.
 Headers = tuple[tuple[str, str], ...]
@@ -32,7 +34,7 @@ DiffKind = Literal["changed", "type_changed", "missing", "extra", "order"]
 BodyMode = Literal["identical", "json", "text", "binary", "hash_only", "empty"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestSnapshot:
     """What the client asked, as forwarded upstream (hop-by-hop headers already removed)."""
 
@@ -50,7 +52,7 @@ class RequestSnapshot:
         return next((v for k, v in self.headers if k.lower() == lname), None)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UpstreamResult:
     """One backend's answer, or the reason there was none.
 
@@ -98,7 +100,7 @@ class UpstreamResult:
         return next((v for k, v in self.headers if k.lower() == lname), None)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FieldDiff:
     """One difference. `path` is a JSON path (`$.data[3].title`), `header:<name>`,
     `status`, `body` (non-JSON bodies) or `line:<n>` for text bodies."""
@@ -109,7 +111,7 @@ class FieldDiff:
     shadow: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Comparison:
     match: bool
     parts: tuple[Part, ...] = ()
@@ -123,7 +125,7 @@ class Comparison:
         return Comparison(match=True, body_mode=mode)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Exchange:
     """A shadowed request, once both sides are in: what the store and metrics record."""
 
