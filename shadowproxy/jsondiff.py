@@ -365,7 +365,12 @@ class _Differ:
                 t is type(vb) and va == vb and ((t is not dict and t is not list) or _same_container(va, vb))
             ):
                 continue
-            self.diff(va, vb, jsonpath.child(path, k), self.rules.step(states, k), depth + 1)
+            cs = self.rules.step(states, k)
+            if t is type(vb) and t is not dict and t is not list and self.rules.effects(cs) is NO_EFFECTS:
+                # Two leaves of one type that no rule touches: diff() would only say so.
+                self.emit(jsonpath.child(path, k), "changed", va, vb)
+                continue
+            self.diff(va, vb, jsonpath.child(path, k), cs, depth + 1)
         if shared < len(b):
             for k, vb in b.items():
                 if len(out) >= cap:
