@@ -247,9 +247,10 @@ class _Side:
     kind: decode.MediaKind
 
     @staticmethod
-    def of(r: UpstreamResult, limit: int) -> _Side:
-        d = decode.decode(r.body, _header(r.headers, "content-encoding"), limit)
-        media, charset = decode.content_type(_header(r.headers, "content-type"))
+    def of(r: UpstreamResult, limit: int, heads: tuple[str | None, str | None] | None = None) -> _Side:
+        coding, ctype = heads or _coding_and_type(r.headers)
+        d = decode.decode(r.body, coding, limit)
+        media, charset = decode.content_type(ctype)
         kind = "binary" if d.error else decode.media_kind(media, d.data)
         return _Side(r, d, media, charset, kind)
 
@@ -261,26 +262,28 @@ _IDENTICAL = _Body("identical", [])  # shared: nobody appends to a _Body's diffs
 _EMPTY = _Body("empty", [])
 
 
-def _header(headers: Headers, lname: str) -> str | None:
-    """UpstreamResult.header(lname) without its generator (this runs per pair)."""
-    n = len(lname)
+def _coding_and_type(headers: Headers) -> tuple[str | None, str | None]:
+    """Content-Encoding and Content-Type in one pass (this runs per compared pair)."""
+    coding = ctype = None
     for k, v in headers:
-        if len(k) == n and k.lower() == lname:
-            return v
-    return None
+        n = len(k)
+        if n == 16 and coding is None and k.lower() == "content-encoding":
+            coding = v
+        elif n == 12 and ctype is None and k.lower() == "content-type":
+            ctype = v
+    return coding, ctype
 
 
 def _body(p: UpstreamResult, s: UpstreamResult, c: _Compiled, cap: int) -> _Body:
-    same_coding = decode.codings(_header(p.headers, "content-encoding")) == decode.codings(
-        _header(s.headers, "content-encoding")
-    )
+    hp, hs = _coding_and_type(p.headers), _coding_and_type(s.headers)
+    same_coding = hp[0] == hs[0] or decode.codings(hp[0]) == decode.codings(hs[0])
     if p.truncated or s.truncated:
         # Only part of a body was captured: nothing to decode or parse, compare what we have.
         equal = same_coding and p.body == s.body and p.body_size == s.body_size
         return _Body("hash_only", [] if equal else [_changed_body(p.body, s.body)], hashed_only=True)
     if same_coding and p.body == s.body:
         return _IDENTICAL if p.body else _EMPTY
-    sp, ss = _Side.of(p, c.max_diff_bytes), _Side.of(s, c.max_diff_bytes)
+    sp, ss = _Side.of(p, c.max_diff_bytes, hp), _Side.of(s, c.max_diff_bytes, hs)
     if sp.decoded.over or ss.decoded.over:
         return _hashed(p, s, c.max_diff_bytes * HASH_CAP_FACTOR)
     dp, ds = sp.decoded.data, ss.decoded.data
