@@ -195,7 +195,8 @@ def client_headers(upstream: Iterable[tuple[str, str]], request_id: str) -> list
 def primary_done(fut: asyncio.Future[UpstreamResult] | None, result: UpstreamResult | None) -> None:
     """Hand the primary's answer to the waiting shadow task (a failure if there was none)."""
     if fut is not None and not fut.done():
-        fut.set_result(result or failed_result("primary cancelled"))
+        # No result: the primary failed after its headers went out, or the client left.
+        fut.set_result(result or failed_result("primary gave no complete answer"))
 
 
 class ProxyHandler(ProxyCore):
