@@ -19,6 +19,7 @@ class Params:
     duration_s: int
     warmup_s: int
     smoke: bool
+    repeat: int = 1
 
 
 HOW = """\
@@ -41,7 +42,13 @@ def markdown(machine: dict[str, Any], params: Params, results: Results, targets:
         f"Load average before the run: {machine.get('loadavg_1m_before')} (1 min; well above 0 means other "
         "work competed for the CPUs and every number below is pessimistic).",
         f"Duration {params.duration_s} s per row, warm-up {params.warmup_s} s per scenario, "
-        f"connections {', '.join(map(str, params.connections))}.",
+        f"connections {', '.join(map(str, params.connections))}"
+        + (
+            f"; {params.repeat} rounds, each starting every scenario afresh, in turn: a row is the "
+            "round with the median req/s, and `req/s range` the spread over the rounds."
+            if params.repeat > 1
+            else "."
+        ),
         "",
     ]
     body = [markdown_table(results.rows()), "", "Targets (reported, not asserted):", "", "```"]
@@ -64,6 +71,7 @@ def json_document(machine: dict[str, Any], params: Params, results: Results, tar
                 "requests": w.requests if w else None,
                 "duration_s": w.duration_s if w else None,
                 "rps": w.rps if w else None,
+                "rps_range": list(m.rps_range) if m.rps_range else None,
                 "p50_ms": w.p50_ms if w else None,
                 "p99_ms": w.p99_ms if w else None,
                 "socket_errors": w.socket_errors if w else None,
@@ -83,6 +91,7 @@ def json_document(machine: dict[str, Any], params: Params, results: Results, tar
             "connections": list(params.connections),
             "duration_s": params.duration_s,
             "warmup_s": params.warmup_s,
+            "repeat": params.repeat,
             "smoke": params.smoke,
         },
         "results": rows,

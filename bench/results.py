@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from bench.wrk import WrkResult
@@ -17,10 +18,23 @@ class Measurement:
     cpu_us_per_request: float | None = None
     peak_rss_kib: int | None = None
     error: str | None = None
+    # With --repeat: the lowest and highest req/s over the rounds (this row is the median one).
+    rps_range: tuple[float, float] | None = None
 
     @property
     def ok(self) -> bool:
         return self.wrk is not None and self.error is None
+
+
+def median_of(rounds: list[Measurement]) -> Measurement:
+    """The round with the median req/s, whole (its p50, p99 and CPU belong together), with
+    the spread of every round; a row that failed in any round is reported as failed."""
+    failed = [m for m in rounds if not m.ok]
+    if failed or len(rounds) == 1:
+        return failed[0] if failed else rounds[0]
+    ranked = sorted(rounds, key=lambda m: m.wrk.rps if m.wrk else 0.0)
+    rps = [m.wrk.rps for m in ranked if m.wrk]
+    return dataclasses.replace(ranked[(len(ranked) - 1) // 2], rps_range=(rps[0], rps[-1]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,7 @@ COLUMNS = (
     "body",
     "conns",
     "req/s",
+    "req/s range",
     "p50 ms",
     "p99 ms",
     "proxy CPU µs/req",
@@ -98,6 +113,7 @@ def cells(row: Row) -> list[str]:
         m.body,
         str(m.connections),
         _num(w.rps if w else None, ",.0f"),
+        "—" if m.rps_range is None or not w else f"{m.rps_range[0]:,.0f} to {m.rps_range[1]:,.0f}",
         _num(w.p50_ms if w else None, ".2f"),
         _num(w.p99_ms if w else None, ".2f"),
         _num(m.cpu_us_per_request if w else None, ".0f"),

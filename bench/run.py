@@ -17,7 +17,7 @@ from pathlib import Path
 from bench import bodies, machine, procstat, scenarios, wrk
 from bench.output import Params, json_document, markdown
 from bench.procs import StartError, started
-from bench.results import Measurement, Results, markdown_table
+from bench.results import Measurement, Results, markdown_table, median_of
 from bench.scenarios import Run, Scenario
 from bench.servers import REPO, Server, start_nginx, start_shadowproxy, start_slow_shadow, start_upstream
 from bench.targets import evaluate
@@ -46,8 +46,14 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     p.add_argument("--scenarios", type=_csv, default=tuple(scenarios.BY_NAME), help="comma-separated subset")
     p.add_argument("--bodies", type=_csv, default=bodies.BODY_KINDS, help="1k,50k (default both)")
     p.add_argument("--connections", type=_connections, default=(1, 8), help="default 1,8")
-    p.add_argument("--duration", type=int, default=10, help="seconds per row (default 10)")
+    p.add_argument("--duration", type=int, default=5, help="seconds per row and round (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load per scenario (0: none)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of every scenario, in turn; each row reports the median round (default 3)",
+    )
     p.add_argument(
         "--smoke",
         action="store_true",
@@ -62,9 +68,9 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         p.error(str(e))
     if unknown := [b for b in a.bodies if b not in bodies.BODY_KINDS]:
         p.error(f"unknown body {', '.join(unknown)}; known: {', '.join(bodies.BODY_KINDS)}")
-    if a.duration < 1 or a.warmup < 0:
-        p.error("--duration must be >= 1 and --warmup >= 0")
-    return Params(a.scenarios, a.bodies, a.connections, a.duration, a.warmup, smoke=False)
+    if a.duration < 1 or a.warmup < 0 or a.repeat < 1:
+        p.error("--duration and --repeat must be >= 1, --warmup >= 0")
+    return Params(a.scenarios, a.bodies, a.connections, a.duration, a.warmup, smoke=False, repeat=a.repeat)
 
 
 class Bench:
@@ -155,17 +161,27 @@ def _progress(m: Measurement) -> None:
 
 
 def measure(params: Params, nginx: str) -> list[Measurement]:
-    measurements: list[Measurement] = []
+    """Every scenario, `params.repeat` times over: round by round rather than row by row,
+    so a spell of noise on a shared machine hits one round of every scenario, not every
+    round of one."""
+    rounds: dict[tuple[str, str, int], list[Measurement]] = {}
     with tempfile.TemporaryDirectory(prefix="shadowproxy-bench-") as tmp, contextlib.ExitStack() as stack:
         # nginx workers drop to an unprivileged user when started as root: they must read our files.
         os.chmod(tmp, 0o755)
         bench = Bench(nginx, Path(tmp), params, stack)
-        for scenario in scenarios.select(list(params.scenarios)):
-            runs = scenarios.plan(scenario, params.bodies, params.connections)
-            if runs:
-                print(f"{scenario.name}:", flush=True)
-                measurements += bench.run_scenario(scenario, runs)
-    return measurements
+        for i in range(params.repeat):
+            for scenario in scenarios.select(list(params.scenarios)):
+                runs = scenarios.plan(scenario, params.bodies, params.connections)
+                if runs:
+                    print(
+                        f"{scenario.name}"
+                        + (f" (round {i + 1}/{params.repeat})" if params.repeat > 1 else "")
+                        + ":",
+                        flush=True,
+                    )
+                    for m in bench.run_scenario(scenario, runs):
+                        rounds.setdefault((m.scenario, m.body, m.connections), []).append(m)
+    return [median_of(ms) for ms in rounds.values()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,6 +3,7 @@ shadowproxy config, the table and the targets. No load is generated here."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from bench import procstat, scenarios, wrk
-from bench.results import COLUMNS, Measurement, Results, markdown_table
+from bench.results import COLUMNS, Measurement, Results, markdown_table, median_of
 from bench.run import parse_args
 from bench.servers import render
 from bench.targets import evaluate
@@ -198,10 +199,23 @@ def test_markdown_table_has_one_cell_per_column_and_one_line_per_failure():
     assert len(lines) == 2 + 8
     assert all(line.count("|") == len(COLUMNS) + 1 for line in lines)
     eq8 = next(line for line in lines if line.startswith("| shadowproxy-equal | 1k | 8 |"))
-    assert "| 7,700 | 1.00 | 1.90 | 250 | 39.1 | 1.10 | 0.11 | +0.92 |" in eq8
+    assert "| 7,700 | — | 1.00 | 1.90 | 250 | 39.1 | 1.10 | 0.11 | +0.92 |" in eq8
     slow = next(line for line in lines if "slow-shadow" in line)
     assert "FAILED: proxy did not start / log tail |" in slow and "more" not in slow
-    assert slow.count("—") == 8  # every number, none invented
+    assert slow.count("—") == 9  # every number, none invented
+
+
+def test_repeated_rounds_report_the_median_round_whole_and_the_spread():
+    rounds = [_m("shadowproxy-equal", rps, 2.0, 5.0) for rps in (3000.0, 4200.0, 3600.0)]
+    rounds[2] = dataclasses.replace(rounds[2], cpu_us_per_request=111.0)
+    m = median_of(rounds)
+    assert m.wrk is not None and m.wrk.rps == 3600.0
+    assert m.cpu_us_per_request == 111.0  # the median round's own numbers, not a mix
+    assert m.rps_range == (3000.0, 4200.0)
+    line = markdown_table(Results([m]).rows()).splitlines()[-1]
+    assert "| 3,600 | 3,000 to 4,200 |" in line
+    failed = dataclasses.replace(rounds[0], error="proxy exited")
+    assert median_of([rounds[1], failed, rounds[2]]).error == "proxy exited"  # never hidden
 
 
 def test_targets_pass_miss_and_skip_from_the_numbers():
