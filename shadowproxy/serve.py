@@ -37,6 +37,16 @@ async def _serve(cfg: config.Config, *, reuse_port: bool, uvloop: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        # A worker whose supervisor died (SIGKILL, OOM) would serve on unsupervised and
+        # hold the port: the sentinel pipe reads EOF then, and the worker drains and exits.
+        def orphaned() -> None:
+            loop.remove_reader(parent.sentinel)
+            log.warning("the supervisor (pid %s) is gone: shutting this worker down", parent.pid)
+            stop.set()
+
+        loop.add_reader(parent.sentinel, orphaned)
     async with running(cfg, reuse_port=reuse_port) as r:
         log.info(
             "shadowproxy listening on %s (admin %s), primary %s %s, shadow %s %s, pid %d%s",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -68,3 +69,38 @@ async def test_two_workers_share_the_port_and_aggregate_metrics(
         if proc.returncode is None:
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
+
+
+async def test_workers_leave_when_their_supervisor_is_killed(
+    tmp_path, unused_tcp_port_factory, make_upstream
+):
+    """SIGKILL gives the supervisor no chance to stop its workers: they notice on their own
+    (the parent's sentinel pipe closes), drain and exit, instead of holding the port."""
+    upstream = (await make_upstream()).url
+    port, admin = unused_tcp_port_factory(), unused_tcp_port_factory()
+    cfg = run_config(tmp_path, upstream, port, admin, "workers: 2\ndrain_timeout_s: 1\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg),
+        stderr=asyncio.subprocess.PIPE,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"), "PATH": "/usr/bin:/bin"},
+        start_new_session=True,
+    )  # fmt: skip
+    pids: set[int] = set()
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(60):
+            while len(pids) < 2:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "shadowproxy exited before both workers started"
+                if "listening on" in line:
+                    pids.add(int(line.split(" pid ")[1].split(",")[0]))
+        proc.kill()  # the supervisor only, not its process group
+        # The workers hold the stderr pipe too: EOF means the last of them has exited.
+        async with asyncio.timeout(30):
+            rest = await proc.stderr.read()
+        assert rest.decode().count("supervisor") == 2  # each worker said why it stopped
+        assert await proc.wait() == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
