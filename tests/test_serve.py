@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -16,30 +17,40 @@ from tests.conftest import run_config
 N = 60
 
 
+@contextlib.asynccontextmanager
+async def two_workers(tmp_path, cfg) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`run` with workers: 2 in a subprocess, yielded once both workers listen; whatever
+    is left of its process group is killed on the way out."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg),
+        stderr=asyncio.subprocess.PIPE,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"), "PATH": "/usr/bin:/bin"},
+        # Its own process group: on failure the workers go with the supervisor, and no
+        # orphan keeps the stderr pipe (and so proc.wait()) open.
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        started = 0
+        async with asyncio.timeout(60):
+            while started < 2:
+                line = (await proc.stderr.readline()).decode()
+                assert line, "shadowproxy exited before both workers started"
+                started += "listening on" in line
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
 async def test_two_workers_share_the_port_and_aggregate_metrics(
     tmp_path, unused_tcp_port_factory, make_upstream
 ):
     upstream = (await make_upstream()).url
     port, admin = unused_tcp_port_factory(), unused_tcp_port_factory()
     cfg = run_config(tmp_path, upstream, port, admin, "workers: 2\n")
-    env_dir = tmp_path / "prom"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg),
-        stderr=asyncio.subprocess.PIPE,
-        env={"PROMETHEUS_MULTIPROC_DIR": str(env_dir), "PATH": "/usr/bin:/bin"},
-        # Its own process group: on failure the workers go with the supervisor, and no
-        # orphan keeps the stderr pipe (and so proc.wait()) open.
-        start_new_session=True,
-    )  # fmt: skip
-    pids: set[str] = set()
-    try:
-        assert proc.stderr is not None
-        async with asyncio.timeout(60):
-            while len(pids) < 2:
-                line = (await proc.stderr.readline()).decode()
-                assert line, "shadowproxy exited before both workers started"
-                if "listening on" in line:
-                    pids.add(line.split(" pid ")[1].split(",")[0])
+    async with two_workers(tmp_path, cfg) as proc:
         # Fresh connections each time, so the kernel spreads them over both workers (all N
         # landing on one has odds of 2**-59); each worker counts its own share.
         for _ in range(N):
@@ -65,10 +76,6 @@ async def test_two_workers_share_the_port_and_aggregate_metrics(
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             assert await proc.wait() == 0
-    finally:
-        if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
 
 
 async def test_workers_leave_when_their_supervisor_is_killed(
@@ -79,28 +86,11 @@ async def test_workers_leave_when_their_supervisor_is_killed(
     upstream = (await make_upstream()).url
     port, admin = unused_tcp_port_factory(), unused_tcp_port_factory()
     cfg = run_config(tmp_path, upstream, port, admin, "workers: 2\ndrain_timeout_s: 1\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg),
-        stderr=asyncio.subprocess.PIPE,
-        env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"), "PATH": "/usr/bin:/bin"},
-        start_new_session=True,
-    )  # fmt: skip
-    pids: set[int] = set()
-    try:
+    async with two_workers(tmp_path, cfg) as proc:
         assert proc.stderr is not None
-        async with asyncio.timeout(60):
-            while len(pids) < 2:
-                line = (await proc.stderr.readline()).decode()
-                assert line, "shadowproxy exited before both workers started"
-                if "listening on" in line:
-                    pids.add(int(line.split(" pid ")[1].split(",")[0]))
         proc.kill()  # the supervisor only, not its process group
         # The workers hold the stderr pipe too: EOF means the last of them has exited.
         async with asyncio.timeout(30):
             rest = await proc.stderr.read()
         assert rest.decode().count("supervisor") == 2  # each worker said why it stopped
         assert await proc.wait() == -signal.SIGKILL
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
