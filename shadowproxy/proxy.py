@@ -187,8 +187,10 @@ def client_headers(upstream: Iterable[tuple[str, str]], request_id: str) -> list
     """The upstream's response headers as the client gets them: hop-by-hop gone, and the
     request id added unless the upstream sent its own."""
     kept = strip_hop_by_hop(upstream)
-    if not any(len(k) == 12 and k.lower() == "x-request-id" for k, _ in kept):
-        kept.append(("X-Request-Id", request_id))
+    for k, _ in kept:
+        if len(k) == 12 and k.lower() == "x-request-id":
+            return kept
+    kept.append(("X-Request-Id", request_id))
     return kept
 
 

@@ -8,6 +8,7 @@ cookie jar, no headers of its own. Library exceptions become our two error kinds
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Iterable
 
@@ -37,6 +38,11 @@ HOP_BY_HOP = frozenset(
 SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
+@functools.lru_cache(maxsize=16)
+def _lengths(names: frozenset[str]) -> frozenset[int]:
+    return frozenset(len(n) for n in names)
+
+
 def strip_hop_by_hop(
     raw: Iterable[tuple[str, str]], drop: frozenset[str] = HOP_BY_HOP
 ) -> list[tuple[str, str]]:
@@ -45,9 +51,10 @@ def strip_hop_by_hop(
     proxied request."""
     kept: list[tuple[str, str]] = []
     named: set[str] | None = None
+    lengths = _lengths(drop)
     for k, v in raw:
-        lk = k.lower()
-        if lk in drop:
+        # Most names cannot be in `drop` by their length alone: no lower() for them.
+        if len(k) in lengths and (lk := k.lower()) in drop:
             if lk == "connection":
                 named = (named or set()) | {t.strip().lower() for t in v.split(",") if t.strip()}
         else:
