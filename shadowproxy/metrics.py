@@ -47,9 +47,11 @@ Several worker processes (`workers: N`):
 from __future__ import annotations
 
 import bisect
+import collections
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import prometheus_client
 from prometheus_client import (
@@ -98,6 +100,19 @@ def field_label(path: str) -> str:
     one definition), so `$.data[3].title` and `$.data[4].title` are one field and do not
     use up the route's label budget."""
     return generic_path(path)[:_MAX_FIELD_LABEL]
+
+
+K = TypeVar("K", bound=tuple[object, ...])
+M = TypeVar("M", Counter, Histogram)
+CountOf = collections.Counter  # the hot path's tallies, until flush()
+
+
+def _child(cache: dict[K, M], metric: M, key: K) -> M:
+    """The metric's child for these label values, made once (labels() validates and locks)."""
+    child = cache.get(key)
+    if child is None:
+        child = cache[key] = metric.labels(*key)
+    return child
 
 
 def _add_to_histogram(hist: Histogram, pending: list[float]) -> None:
@@ -255,14 +270,14 @@ class Metrics:
         self._zeroed: set[str] = set()  # routes whose fixed-label series exist
         self._scrape: CollectorRegistry | None = None
         # What the hot path counted since the last flush(), as plain numbers.
-        self._p_req: dict[tuple[str, str, int], int] = {}
-        self._p_up: dict[tuple[Backend, str, str, str | int], int] = {}
+        self._p_req: CountOf[tuple[str, str, int]] = CountOf()
+        self._p_up: CountOf[tuple[Backend, str, str, str | int]] = CountOf()
         self._p_dur: dict[tuple[Backend, str, str], list[float]] = {}  # bucket counts..., sum
-        self._p_skip: dict[tuple[str, SkipReason], int] = {}
-        self._p_cmp: dict[tuple[str, str, bool], int] = {}
-        self._p_hashed: dict[str, int] = {}
-        self._p_parts: dict[tuple[str, str, Part], int] = {}
-        self._p_fields: dict[tuple[str, str], int] = {}
+        self._p_skip: CountOf[tuple[str, SkipReason]] = CountOf()
+        self._p_cmp: CountOf[tuple[str, str, bool]] = CountOf()
+        self._p_hashed: CountOf[str] = CountOf()
+        self._p_parts: CountOf[tuple[str, str, Part]] = CountOf()
+        self._p_fields: CountOf[tuple[str, str]] = CountOf()
 
     # ------------------------------------------------------------------ hot path
     # Per-request counts wait here as plain numbers and reach prometheus_client in batches
@@ -273,9 +288,7 @@ class Metrics:
 
     def request(self, route: str, method: str, code: int) -> None:
         """A response given to a client."""
-        key = (route, method, code)
-        p = self._p_req
-        p[key] = p.get(key, 0) + 1
+        self._p_req[(route, method, code)] += 1
 
     def upstream(
         self,
@@ -290,9 +303,7 @@ class Metrics:
         the call failed. A timeout is observed at its duration because it was slow for
         whoever waited; a transport error took no meaningful time and is only counted."""
         code = error if error is not None else ("error" if status is None else status)
-        key = (backend, route, method, code)
-        p = self._p_up
-        p[key] = p.get(key, 0) + 1
+        self._p_up[(backend, route, method, code)] += 1
         if (error is None and status is not None) or error == "timeout":
             hkey = (backend, route, method)
             h = self._p_dur.get(hkey)
@@ -303,65 +314,41 @@ class Metrics:
             h[-1] += duration_s
 
     def skipped(self, route: str, reason: SkipReason) -> None:
-        key = (route, reason)
-        p = self._p_skip
-        p[key] = p.get(key, 0) + 1
+        self._p_skip[(route, reason)] += 1
 
     def flush(self) -> None:
         """Hand what the hot path counted to prometheus_client. Call it on the event loop."""
-        req, self._p_req = self._p_req, {}
+        req, self._p_req = self._p_req, CountOf()
         for (route, method, code), n in req.items():
-            key = (route, normalize_method(method), code)
-            child = self._req_children.get(key)
-            if child is None:
-                self._zero_route(route)
-                child = self._req_children[key] = self._requests.labels(key[0], key[1], str(code))
-            child.inc(n)
-        up, self._p_up = self._p_up, {}
+            self._zero_route(route)
+            _child(self._req_children, self._requests, (route, normalize_method(method), code)).inc(n)
+        up, self._p_up = self._p_up, CountOf()
         for (backend, route, method, ucode), n in up.items():
-            m = normalize_method(method)
-            ukey = (backend, route, m, str(ucode))
-            uchild = self._up_children.get(ukey)
-            if uchild is None:
-                uchild = self._up_children[ukey] = self._upstream.labels(*ukey)
-            uchild.inc(n)
+            key = (backend, route, normalize_method(method), str(ucode))
+            _child(self._up_children, self._upstream, key).inc(n)
         dur, self._p_dur = self._p_dur, {}
         for (backend, route, method), h in dur.items():
-            hkey = (backend, route, normalize_method(method))
-            hist = self._dur_children.get(hkey)
-            if hist is None:
-                hist = self._dur_children[hkey] = self._duration.labels(*hkey)
-            _add_to_histogram(hist, h)
-        skip, self._p_skip = self._p_skip, {}
+            key3 = (backend, route, normalize_method(method))
+            _add_to_histogram(_child(self._dur_children, self._duration, key3), h)
+        skip, self._p_skip = self._p_skip, CountOf()
         for (route, reason), n in skip.items():
             self._zero_route(route)
             self._skip_children[(route, reason)].inc(n)
-        cmp, self._p_cmp = self._p_cmp, {}
+        cmp, self._p_cmp = self._p_cmp, CountOf()
         for (route, method, match), n in cmp.items():
             m = normalize_method(method)
-            ckey = (route, m, "match" if match else "mismatch")
-            cchild = self._cmp_children.get(ckey)
-            if cchild is None:
-                self._zero_pair(route, m)
-                self._zero_route(route)
-                cchild = self._cmp_children[ckey]
-            cchild.inc(n)
-        hashed, self._p_hashed = self._p_hashed, {}
+            self._zero_route(route)
+            self._zero_pair(route, m)
+            self._cmp_children[(route, m, "match" if match else "mismatch")].inc(n)
+        hashed, self._p_hashed = self._p_hashed, CountOf()
         for route, n in hashed.items():
             self._hashed.labels(route).inc(n)
-        parts, self._p_parts = self._p_parts, {}
+        parts, self._p_parts = self._p_parts, CountOf()
         for (route, method, part), n in parts.items():
-            pkey = (route, normalize_method(method), part)
-            pchild = self._part_children.get(pkey)
-            if pchild is None:
-                pchild = self._part_children[pkey] = self._mismatches.labels(*pkey)
-            pchild.inc(n)
-        fields, self._p_fields = self._p_fields, {}
-        for fkey, n in fields.items():
-            fchild = self._field_children.get(fkey)
-            if fchild is None:
-                fchild = self._field_children[fkey] = self._fields.labels(*fkey)
-            fchild.inc(n)
+            _child(self._part_children, self._mismatches, (route, normalize_method(method), part)).inc(n)
+        fields, self._p_fields = self._p_fields, CountOf()
+        for key2, n in fields.items():
+            _child(self._field_children, self._fields, key2).inc(n)
 
     def _zero_route(self, route: str) -> None:
         """Create a route's fixed-label series at 0 the first time it is seen.
@@ -402,23 +389,19 @@ class Metrics:
             return
         route = ex.request.route
         method = ex.request.method
-        key = (route, method, c.match)
-        p = self._p_cmp
-        p[key] = p.get(key, 0) + 1
+        self._p_cmp[(route, method, c.match)] += 1
         if c.hashed_only:
-            self._p_hashed[route] = self._p_hashed.get(route, 0) + 1
+            self._p_hashed[route] += 1
         if c.match:
             return
         # Tallied like the comparison itself, so a scrape (after flush) never sees more
         # mismatching parts or fields than mismatching pairs.
-        pp = self._p_parts
         for part in dict.fromkeys(c.parts):
-            pp[(route, method, part)] = pp.get((route, method, part), 0) + 1
+            self._p_parts[(route, method, part)] += 1
         # One count per pair and field, like evidence.FieldCount.raw, however many
         # array elements differed in it.
-        pf = self._p_fields
         for name in dict.fromkeys(self._field(route, f.path) for f in c.fields):
-            pf[(route, name)] = pf.get((route, name), 0) + 1
+            self._p_fields[(route, name)] += 1
 
     def _field(self, route: str, path: str) -> str:
         label = self._path_labels.get((route, path))
