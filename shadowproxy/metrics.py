@@ -47,7 +47,6 @@ Several worker processes (`workers: N`):
 from __future__ import annotations
 
 import bisect
-import collections
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,7 +103,6 @@ def field_label(path: str) -> str:
 
 K = TypeVar("K", bound=tuple[object, ...])
 M = TypeVar("M", Counter, Histogram)
-CountOf = collections.Counter  # the hot path's tallies, until flush()
 
 
 def _child(cache: dict[K, M], metric: M, key: K) -> M:
@@ -269,15 +267,16 @@ class Metrics:
         self._drop_reasons: set[str] = set()
         self._zeroed: set[str] = set()  # routes whose fixed-label series exist
         self._scrape: CollectorRegistry | None = None
-        # What the hot path counted since the last flush(), as plain numbers.
-        self._p_req: CountOf[tuple[str, str, int]] = CountOf()
-        self._p_up: CountOf[tuple[Backend, str, str, str | int]] = CountOf()
+        # What the hot path counted since the last flush(), as plain numbers. Plain dicts:
+        # `d[k] = d.get(k, 0) + 1` takes 200 ns, a collections.Counter's `c[k] += 1` 410 ns.
+        self._p_req: dict[tuple[str, str, int], int] = {}
+        self._p_up: dict[tuple[Backend, str, str, str | int], int] = {}
         self._p_dur: dict[tuple[Backend, str, str], list[float]] = {}  # bucket counts..., sum
-        self._p_skip: CountOf[tuple[str, SkipReason]] = CountOf()
-        self._p_cmp: CountOf[tuple[str, str, bool]] = CountOf()
-        self._p_hashed: CountOf[str] = CountOf()
-        self._p_parts: CountOf[tuple[str, str, Part]] = CountOf()
-        self._p_fields: CountOf[tuple[str, str]] = CountOf()
+        self._p_skip: dict[tuple[str, SkipReason], int] = {}
+        self._p_cmp: dict[tuple[str, str, bool], int] = {}
+        self._p_hashed: dict[str, int] = {}
+        self._p_parts: dict[tuple[str, str, Part], int] = {}
+        self._p_fields: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------------ hot path
     # Per-request counts wait here as plain numbers and reach prometheus_client in batches
@@ -288,7 +287,8 @@ class Metrics:
 
     def request(self, route: str, method: str, code: int) -> None:
         """A response given to a client."""
-        self._p_req[(route, method, code)] += 1
+        key = (route, method, code)
+        self._p_req[key] = self._p_req.get(key, 0) + 1
 
     def upstream(
         self,
@@ -303,7 +303,8 @@ class Metrics:
         the call failed. A timeout is observed at its duration because it was slow for
         whoever waited; a transport error took no meaningful time and is only counted."""
         code = error if error is not None else ("error" if status is None else status)
-        self._p_up[(backend, route, method, code)] += 1
+        key = (backend, route, method, code)
+        self._p_up[key] = self._p_up.get(key, 0) + 1
         if (error is None and status is not None) or error == "timeout":
             hkey = (backend, route, method)
             h = self._p_dur.get(hkey)
@@ -314,15 +315,16 @@ class Metrics:
             h[-1] += duration_s
 
     def skipped(self, route: str, reason: SkipReason) -> None:
-        self._p_skip[(route, reason)] += 1
+        key = (route, reason)
+        self._p_skip[key] = self._p_skip.get(key, 0) + 1
 
     def flush(self) -> None:
         """Hand what the hot path counted to prometheus_client. Call it on the event loop."""
-        req, self._p_req = self._p_req, CountOf()
+        req, self._p_req = self._p_req, {}
         for (route, method, code), n in req.items():
             self._zero_route(route)
             _child(self._req_children, self._requests, (route, normalize_method(method), code)).inc(n)
-        up, self._p_up = self._p_up, CountOf()
+        up, self._p_up = self._p_up, {}
         for (backend, route, method, ucode), n in up.items():
             key = (backend, route, normalize_method(method), str(ucode))
             _child(self._up_children, self._upstream, key).inc(n)
@@ -330,23 +332,23 @@ class Metrics:
         for (backend, route, method), h in dur.items():
             key3 = (backend, route, normalize_method(method))
             _add_to_histogram(_child(self._dur_children, self._duration, key3), h)
-        skip, self._p_skip = self._p_skip, CountOf()
+        skip, self._p_skip = self._p_skip, {}
         for (route, reason), n in skip.items():
             self._zero_route(route)
             self._skip_children[(route, reason)].inc(n)
-        cmp, self._p_cmp = self._p_cmp, CountOf()
+        cmp, self._p_cmp = self._p_cmp, {}
         for (route, method, match), n in cmp.items():
             m = normalize_method(method)
             self._zero_route(route)
             self._zero_pair(route, m)
             self._cmp_children[(route, m, "match" if match else "mismatch")].inc(n)
-        hashed, self._p_hashed = self._p_hashed, CountOf()
+        hashed, self._p_hashed = self._p_hashed, {}
         for route, n in hashed.items():
             self._hashed.labels(route).inc(n)
-        parts, self._p_parts = self._p_parts, CountOf()
+        parts, self._p_parts = self._p_parts, {}
         for (route, method, part), n in parts.items():
             _child(self._part_children, self._mismatches, (route, normalize_method(method), part)).inc(n)
-        fields, self._p_fields = self._p_fields, CountOf()
+        fields, self._p_fields = self._p_fields, {}
         for key2, n in fields.items():
             _child(self._field_children, self._fields, key2).inc(n)
 
@@ -389,19 +391,22 @@ class Metrics:
             return
         route = ex.request.route
         method = ex.request.method
-        self._p_cmp[(route, method, c.match)] += 1
+        key = (route, method, c.match)
+        self._p_cmp[key] = self._p_cmp.get(key, 0) + 1
         if c.hashed_only:
-            self._p_hashed[route] += 1
+            self._p_hashed[route] = self._p_hashed.get(route, 0) + 1
         if c.match:
             return
         # Tallied like the comparison itself, so a scrape (after flush) never sees more
         # mismatching parts or fields than mismatching pairs.
         for part in dict.fromkeys(c.parts):
-            self._p_parts[(route, method, part)] += 1
+            pkey = (route, method, part)
+            self._p_parts[pkey] = self._p_parts.get(pkey, 0) + 1
         # One count per pair and field, like evidence.FieldCount.raw, however many
         # array elements differed in it.
         for name in dict.fromkeys(self._field(route, f.path) for f in c.fields):
-            self._p_fields[(route, name)] += 1
+            fkey = (route, name)
+            self._p_fields[fkey] = self._p_fields.get(fkey, 0) + 1
 
     def _field(self, route: str, path: str) -> str:
         label = self._path_labels.get((route, path))
