@@ -173,12 +173,8 @@ def measure(params: Params, nginx: str) -> list[Measurement]:
             for scenario in scenarios.select(list(params.scenarios)):
                 runs = scenarios.plan(scenario, params.bodies, params.connections)
                 if runs:
-                    print(
-                        f"{scenario.name}"
-                        + (f" (round {i + 1}/{params.repeat})" if params.repeat > 1 else "")
-                        + ":",
-                        flush=True,
-                    )
+                    turn = f" (round {i + 1}/{params.repeat})" if params.repeat > 1 else ""
+                    print(f"{scenario.name}{turn}:", flush=True)
                     for m in bench.run_scenario(scenario, runs):
                         rounds.setdefault((m.scenario, m.body, m.connections), []).append(m)
     return [median_of(ms) for ms in rounds.values()]

@@ -361,12 +361,12 @@ class _Differ:
             vb = b[k]
             # same(), inlined: most keys of a mismatching document are equal scalars.
             t = type(va)
-            if va is vb or (
-                t is type(vb) and va == vb and ((t is not dict and t is not list) or _same_container(va, vb))
-            ):
+            alike = t is type(vb)
+            leaves = alike and t is not dict and t is not list
+            if va is vb or (alike and va == vb and (leaves or _same_container(va, vb))):
                 continue
             cs = self.rules.step(states, k)
-            if t is type(vb) and t is not dict and t is not list and self.rules.effects(cs) is NO_EFFECTS:
+            if leaves and self.rules.effects(cs) is NO_EFFECTS:
                 # Two leaves of one type that no rule touches: diff() would only say so.
                 self.emit(jsonpath.child(path, k), "changed", va, vb)
                 continue

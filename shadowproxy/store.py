@@ -234,11 +234,11 @@ class Store:
         fresh = not paths <= seen and len(seen) < MAX_FIRST_PATHS
         ring = None
         if not fresh:
-            ring = self._newest.get(route)
-            if ring is None:
-                ring = self._newest[route] = deque(maxlen=self._keep_newest)
             if not self._keep_newest:
                 return
+            ring = self._newest.get(route)
+            if ring is None:
+                ring = self._newest[route] = deque()
             if len(ring) == self._keep_newest:
                 # The oldest of the few makes room: only the newest would be kept anyway.
                 self._queued -= 1
