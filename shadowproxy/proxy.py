@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from aiohttp import ClientResponse, web
 
@@ -90,18 +90,24 @@ def forward_headers(
     return tuple(out)
 
 
-class ProxyCore:
-    """What both engines do around the forwarding itself: start the shadow, report failures."""
+U = TypeVar("U", bound=Upstream)
+
+
+class ProxyCore(Generic[U]):
+    """What both engines do around the forwarding itself: start the shadow, report failures.
+    `U` is the engine's kind of primary upstream."""
 
     def __init__(
         self,
         cfg: config.Config,
         router: Router,
+        primary: U,
         policy: ShadowPolicy,
         dispatcher: ShadowDispatcher,
         recorder: Recorder,
     ) -> None:
         self._cfg = cfg
+        self._primary = primary
         self._router = router
         self._policy = policy
         self._dispatcher = dispatcher
@@ -201,19 +207,7 @@ def primary_done(fut: asyncio.Future[UpstreamResult] | None, result: UpstreamRes
         fut.set_result(result or failed_result("primary gave no complete answer"))
 
 
-class ProxyHandler(ProxyCore):
-    def __init__(
-        self,
-        cfg: config.Config,
-        router: Router,
-        primary: Upstream,
-        policy: ShadowPolicy,
-        dispatcher: ShadowDispatcher,
-        recorder: Recorder,
-    ) -> None:
-        super().__init__(cfg, router, policy, dispatcher, recorder)
-        self._primary = primary
-
+class ProxyHandler(ProxyCore[Upstream]):
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw_path, _, query = request.raw_path.partition("?")
         route = self._router.resolve(raw_path, request.method)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from http import HTTPStatus
 
-from shadowproxy import config
 from shadowproxy.exchange import Headers, UpstreamResult
 from shadowproxy.fast.client import FAST_ERRORS, Body, Response
 from shadowproxy.fast.server import Connection
@@ -15,7 +14,6 @@ from shadowproxy.fast.upstream import FastUpstream
 from shadowproxy.fast.wire import Request
 from shadowproxy.proxy import (
     ProxyCore,
-    Recorder,
     chain,
     client_headers,
     forward_headers,
@@ -25,23 +23,9 @@ from shadowproxy.proxy import (
     request_id_for,
 )
 from shadowproxy.responses import error_body, error_headers
-from shadowproxy.routes import Router
-from shadowproxy.shadow import ShadowDispatcher, ShadowPolicy
 
 
-class FastProxy(ProxyCore):
-    def __init__(
-        self,
-        cfg: config.Config,
-        router: Router,
-        primary: FastUpstream,
-        policy: ShadowPolicy,
-        dispatcher: ShadowDispatcher,
-        recorder: Recorder,
-    ) -> None:
-        super().__init__(cfg, router, policy, dispatcher, recorder)
-        self._primary = primary
-
+class FastProxy(ProxyCore[FastUpstream]):
     async def __call__(self, req: Request, conn: Connection) -> None:
         raw_path, _, query = req.target.partition("?")
         route = self._router.resolve(raw_path, req.method)
