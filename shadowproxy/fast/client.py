@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, Callable, Sequence
 from typing import TypeVar
 
 from shadowproxy.fast.conn import Conn, Response, UpstreamError
+from shadowproxy.fast.head import head_lines
 
 __all__ = ["FAST_ERRORS", "Body", "Pool", "Response", "UpstreamError", "request_head"]
 
@@ -256,12 +257,7 @@ async def _send_stream(conn: Conn, head: bytes, body: AsyncIterable[bytes]) -> N
 
 
 def request_head(method: str, target: str, headers: Sequence[tuple[str, str]], body: Body) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    has_length = False
-    for k, v in headers:
-        if len(k) == 14 and k.lower() == "content-length":
-            has_length = True
-        lines.append(f"{k}: {v}\r\n")
+    lines, has_length = head_lines(f"{method} {target} HTTP/1.1\r\n", headers)
     if not has_length:
         if isinstance(body, bytes):
             if body or method in _LENGTH_ALWAYS:

@@ -11,6 +11,7 @@ import asyncio
 from http import HTTPStatus
 
 from shadowproxy.fast.body import BodyStream
+from shadowproxy.fast.head import head_lines
 
 
 class Request:
@@ -158,12 +159,8 @@ class Writer:
     ) -> bytes:
         self.head_sent = False
         self._chunked = False
-        lines = [f"HTTP/{req.version} {status} {reason or _phrase(status)}\r\n"]
-        has_length = False
-        for k, v in headers:
-            if len(k) == 14 and k.lower() == "content-length":
-                has_length = True
-            lines.append(f"{k}: {v}\r\n")
+        start = f"HTTP/{req.version} {status} {reason or _phrase(status)}\r\n"
+        lines, has_length = head_lines(start, headers)
         keep = req.keep_alive and not self._stopping and not req.upgrade
         if not has_length and not _bodiless(req, status):
             if length is not None:
