@@ -55,13 +55,20 @@ def strip_hop_by_hop(
     for k, v in raw:
         # Most names cannot be in `drop` by their length alone: no lower() for them.
         if len(k) in lengths and (lk := k.lower()) in drop:
-            if lk == "connection":
-                named = (named or set()) | {t.strip().lower() for t in v.split(",") if t.strip()}
+            if lk == "connection" and (extra := _connection_names(v, drop)):
+                named = (named or set()) | extra
         else:
             kept.append((k, v))
     if named:
         return [(k, v) for k, v in kept if k.lower() not in named]
     return kept
+
+
+@functools.lru_cache(maxsize=64)
+def _connection_names(value: str, drop: frozenset[str]) -> frozenset[str]:
+    """The header names a Connection header lists beyond those dropped anyway. Almost every
+    upstream sends `keep-alive` or `close` here: an empty answer, so no second pass."""
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip()) - drop - {"close"}
 
 
 def classify(exc: BaseException) -> tuple[ErrorKind, str]:
