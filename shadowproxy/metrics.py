@@ -277,6 +277,7 @@ class Metrics:
         self._p_hashed: dict[str, int] = {}
         self._p_parts: dict[tuple[str, str, Part], int] = {}
         self._p_fields: dict[tuple[str, str], int] = {}
+        self._p_in_flight = 0  # the gauge's change since the last flush
 
     # ------------------------------------------------------------------ hot path
     # Per-request counts wait here as plain numbers and reach prometheus_client in batches
@@ -351,6 +352,9 @@ class Metrics:
         fields, self._p_fields = self._p_fields, {}
         for key2, n in fields.items():
             _child(self._field_children, self._fields, key2).inc(n)
+        in_flight, self._p_in_flight = self._p_in_flight, 0
+        if in_flight:
+            self._in_flight.inc(in_flight)
 
     def _zero_route(self, route: str) -> None:
         """Create a route's fixed-label series at 0 the first time it is seen.
@@ -379,7 +383,8 @@ class Metrics:
             self._mismatches.labels(route, method, part)
 
     def shadow_in_flight(self, delta: int) -> None:
-        self._in_flight.inc(delta)
+        # Twice per shadowed request; Gauge.inc takes a lock each time. Batched like the rest.
+        self._p_in_flight += delta
 
     # ------------------------------------------------------------------ per shadowed pair
 
