@@ -129,6 +129,20 @@ async def test_response_framing(scripted, reply, body):
     await pool.close()
 
 
+async def test_an_interim_answers_headers_are_not_the_final_ones(scripted):
+    url, _ = await scripted(
+        lambda n, head: (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nX-Final: 1\r\nContent-Length: 2\r\n\r\nok"
+        )
+    )
+    pool = pool_for(url)
+    resp, body = await get(pool)
+    assert (resp.status, body) == (200, b"ok")
+    assert resp.headers == [("X-Final", "1"), ("Content-Length", "2")]
+    await pool.close()
+
+
 async def test_head_answer_with_a_length_leaves_the_connection_usable(scripted):
     def answer(n: int, head: bytes) -> bytes:
         if head.startswith(b"HEAD"):
