@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench bench-smoke clean
+.PHONY: demo test lint typecheck unit bench bench-ir bench-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,8 +30,12 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+bench-ir: $(STAMP)
+	$(BIN)/python -m bench.instructions
+
 bench-smoke: $(STAMP)
 	$(BIN)/python -m bench.run --smoke
+	$(BIN)/python -m bench.instructions --smoke
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

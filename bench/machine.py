@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 PACKAGES = ("nginx", "wrk")
@@ -24,9 +25,10 @@ def which(tool: str) -> str | None:
     return shutil.which(tool, path=_SEARCH_PATH)
 
 
-def ensure_tools() -> dict[str, str]:
-    """Tool name -> executable path; apt-get installs what is missing when we are root."""
-    missing = [t for t in PACKAGES if which(t) is None]
+def ensure_tools(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
+    """Tool name -> executable path; apt-get installs what is missing when we are root.
+    Each package is named after the tool it ships."""
+    missing = [t for t in packages if which(t) is None]
     if missing:
         if os.geteuid() != 0:
             names = " ".join(missing)
@@ -36,7 +38,7 @@ def ensure_tools() -> dict[str, str]:
         for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
             if subprocess.run(argv, env=env, check=False).returncode != 0:
                 raise ToolError(f"`{' '.join(argv)}` failed; install {' '.join(missing)} by hand")
-    found = {t: which(t) for t in PACKAGES}
+    found = {t: which(t) for t in packages}
     lost = [t for t, p in found.items() if p is None]
     if lost:
         raise ToolError(f"{', '.join(lost)} still not found after installing")
@@ -76,6 +78,15 @@ def load_average() -> float:
 def info(tools: dict[str, str], repo: Path, load_before: float) -> dict[str, object]:
     commit = _output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
     dirty = _output(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
+    versions = {
+        "shadowproxy": _version("shadowproxy"),
+        "aiohttp": _version("aiohttp"),
+        "uvloop": _version("uvloop"),
+        "nginx": _output([tools["nginx"], "-v"]).removeprefix("nginx version: nginx/"),
+        "wrk": _output([tools["wrk"], "-v"]).split("[")[0].removeprefix("wrk ").strip(),
+    }
+    if "valgrind" in tools:
+        versions["valgrind"] = _output([tools["valgrind"], "--version"]).removeprefix("valgrind-")
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "nproc": len(os.sched_getaffinity(0)),
@@ -85,12 +96,6 @@ def info(tools: dict[str, str], repo: Path, load_before: float) -> dict[str, obj
         # Taken before any load of ours: other work on the machine skews every number.
         "loadavg_1m_before": load_before,
         "python": sys.version.split()[0],
-        "versions": {
-            "shadowproxy": _version("shadowproxy"),
-            "aiohttp": _version("aiohttp"),
-            "uvloop": _version("uvloop"),
-            "nginx": _output([tools["nginx"], "-v"]).removeprefix("nginx version: nginx/"),
-            "wrk": _output([tools["wrk"], "-v"]).split("[")[0].removeprefix("wrk ").strip(),
-        },
+        "versions": versions,
         "git_commit": commit + (" (with uncommitted changes)" if dirty not in ("", "unknown") else ""),
     }

@@ -31,16 +31,23 @@ summed over the group (since the proxy started: one proxy process per scenario, 
 Ratios compare with nginx-mirror and direct at the same body and connections."""
 
 
-def markdown(machine: dict[str, Any], params: Params, results: Results, targets: list[Target]) -> str:
+def machine_lines(machine: dict[str, Any]) -> list[str]:
+    """Where and when it ran, what with, and how busy the machine was before."""
     versions = ", ".join(f"{k} {v}" for k, v in machine.get("versions", {}).items())
-    head = [
-        "# shadowproxy benchmark" + (" (smoke: not a measurement)" if params.smoke else ""),
-        "",
+    return [
         f"{machine.get('date')} on {machine.get('nproc')} CPU(s), {machine.get('cpu_model')}, "
         f"{machine.get('memory_gib')} GiB, Linux {machine.get('kernel')}, Python {machine.get('python')}; "
         f"{versions}; commit {machine.get('git_commit')}.",
         f"Load average before the run: {machine.get('loadavg_1m_before')} (1 min; well above 0 means other "
         "work competed for the CPUs and every number below is pessimistic).",
+    ]
+
+
+def markdown(machine: dict[str, Any], params: Params, results: Results, targets: list[Target]) -> str:
+    head = [
+        "# shadowproxy benchmark" + (" (smoke: not a measurement)" if params.smoke else ""),
+        "",
+        *machine_lines(machine),
         f"Duration {params.duration_s} s per row, warm-up {params.warmup_s} s per scenario, "
         f"connections {', '.join(map(str, params.connections))}"
         + (

@@ -19,21 +19,29 @@ from bench.output import Params, json_document, markdown
 from bench.procs import StartError, started
 from bench.results import Measurement, Results, markdown_table, median_of
 from bench.scenarios import Run, Scenario
-from bench.servers import REPO, Server, start_nginx, start_shadowproxy, start_slow_shadow, start_upstream
+from bench.servers import (
+    REPO,
+    START_TIMEOUT_S,
+    Server,
+    start_nginx,
+    start_shadowproxy,
+    start_slow_shadow,
+    start_upstream,
+)
 from bench.targets import evaluate
 
 RESULTS_DIR = REPO / "bench" / "results"
 # What makes a scenario fail without stopping the others.
-_SCENARIO_ERRORS = (StartError, wrk.WrkError, OSError, subprocess.SubprocessError)
+SCENARIO_ERRORS = (StartError, wrk.WrkError, OSError, subprocess.SubprocessError)
 
 
-def _csv(text: str) -> tuple[str, ...]:
+def comma_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 def _connections(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(p) for p in _csv(text))
+        values = tuple(int(p) for p in comma_list(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"connections must be whole numbers, not {text!r}") from None
     if not values or min(values) < 1:
@@ -43,8 +51,10 @@ def _connections(text: str) -> tuple[int, ...]:
 
 def parse_args(argv: Sequence[str] | None) -> Params:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    p.add_argument("--scenarios", type=_csv, default=tuple(scenarios.BY_NAME), help="comma-separated subset")
-    p.add_argument("--bodies", type=_csv, default=bodies.BODY_KINDS, help="1k,50k (default both)")
+    p.add_argument(
+        "--scenarios", type=comma_list, default=tuple(scenarios.BY_NAME), help="comma-separated subset"
+    )
+    p.add_argument("--bodies", type=comma_list, default=bodies.BODY_KINDS, help="1k,50k (default both)")
     p.add_argument("--connections", type=_connections, default=(1, 8), help="default 1,8")
     p.add_argument("--duration", type=int, default=5, help="seconds per row and round (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load per scenario (0: none)")
@@ -97,7 +107,7 @@ class Bench:
         done: list[Measurement] = []
         try:
             with contextlib.ExitStack() as own:
-                target = self._target(scenario, own)
+                target = self.target(scenario, own)
                 if self.params.warmup_s:
                     url = target.url + bodies.PATHS[runs[0].body]
                     wrk.run(url, max(r.connections for r in runs), self.params.warmup_s)
@@ -106,7 +116,7 @@ class Bench:
                 for run in runs:
                     done.append(self._measure(target, group, run))
                     _progress(done[-1])
-        except _SCENARIO_ERRORS as e:
+        except SCENARIO_ERRORS as e:
             failed = [
                 Measurement(r.scenario.name, r.body, r.connections, error=str(e)) for r in runs[len(done) :]
             ]
@@ -115,7 +125,16 @@ class Bench:
             done += failed
         return done
 
-    def _target(self, scenario: Scenario, own: contextlib.ExitStack) -> Server:
+    def target(
+        self,
+        scenario: Scenario,
+        own: contextlib.ExitStack,
+        *,
+        wrapper: Sequence[str] = (),
+        timeout_s: float = START_TIMEOUT_S,
+    ) -> Server:
+        """What wrk loads for this scenario; what only it uses is stopped with `own`.
+        `wrapper` and `timeout_s` go to `start_shadowproxy`."""
         if scenario.via == "direct":
             return self.shared("primary")
         if scenario.via == "nginx-mirror":
@@ -127,7 +146,10 @@ class Bench:
             own.enter_context(started(shadow.process))
         else:
             shadow = self.shared(f"shadow-{scenario.shadow}")
-        proxy = start_shadowproxy(self.workdir, scenario, self.shared("primary").url, shadow.url)
+        primary = self.shared("primary")
+        proxy = start_shadowproxy(
+            self.workdir, scenario, primary.url, shadow.url, wrapper=wrapper, timeout_s=timeout_s
+        )
         own.enter_context(started(proxy.process))
         return proxy
 

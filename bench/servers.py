@@ -9,6 +9,7 @@ import string
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -88,9 +89,18 @@ def _ready(admin_url: str) -> bool:
         return False
 
 
-def start_shadowproxy(workdir: Path, scenario: Scenario, primary_url: str, shadow_url: str) -> Server:
+def start_shadowproxy(
+    workdir: Path,
+    scenario: Scenario,
+    primary_url: str,
+    shadow_url: str,
+    *,
+    wrapper: Sequence[str] = (),
+    timeout_s: float = START_TIMEOUT_S,
+) -> Server:
     """`python -m shadowproxy run -c FILE`, ready when /readyz answers 200 and every worker listens
-    (a worker that binds late would otherwise miss all of wrk's connections)."""
+    (a worker that binds late would otherwise miss all of wrk's connections). `wrapper` goes
+    before the argv, e.g. valgrind, whose start-up needs a longer `timeout_s`."""
     home = workdir / scenario.name
     home.mkdir(parents=True, exist_ok=True)
     port, admin = free_port(), free_port()
@@ -104,7 +114,7 @@ def start_shadowproxy(workdir: Path, scenario: Scenario, primary_url: str, shado
     )
     cfg_path = home / "shadowproxy.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    argv = [sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg_path)]
+    argv = [*wrapper, sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg_path)]
     proc = Process(f"shadowproxy ({scenario.name})", argv, home / "stdout.log", cwd=REPO)
     admin_url = f"http://127.0.0.1:{admin}"
 
@@ -115,5 +125,5 @@ def start_shadowproxy(workdir: Path, scenario: Scenario, primary_url: str, shado
             and _ready(admin_url)
         )
 
-    proc.wait_until(ready, START_TIMEOUT_S, "/readyz 200 with every worker listening")
+    proc.wait_until(ready, timeout_s, "/readyz 200 with every worker listening")
     return Server(proc, port)

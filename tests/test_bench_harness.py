@@ -1,5 +1,6 @@
 """The benchmark harness's pure parts: wrk parsing, /proc parsing, the plan, the generated
-shadowproxy config, the table and the targets. No load is generated here."""
+shadowproxy config, the table and the targets, callgrind dumps and the instructions table.
+No load is generated and valgrind is never run here."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import dataclasses
 import os
 import socket
 
+import orjson
 import pytest
 import yaml
 
-from bench import procstat, scenarios, wrk
+from bench import instructions, procstat, scenarios, wrk
 from bench.results import COLUMNS, Measurement, Results, markdown_table, median_of
 from bench.run import parse_args
 from bench.servers import render
@@ -235,3 +237,120 @@ def test_targets_pass_miss_and_skip_from_the_numbers():
     assert status("slow-shadow 1k @8 conns primary p99") == "SKIP"
     assert status("workers: 2") == "SKIP"
     assert all(t.line().startswith(t.status + "  ") for t in by_name.values())
+
+
+# A callgrind dump as `callgrind_control -d` leaves it with --separate-threads=yes, cut short.
+# `summary:` is deliberately not the `totals:` figure: after `-z` callgrind's summary lags.
+CALLGRIND_DUMP = """\
+# callgrind format
+version: 1
+creator: callgrind-3.19.0
+pid: 4356
+cmd:  /work/main/.venv/bin/python -m shadowproxy run -c /tmp/x/shadowproxy.yaml
+part: 1
+thread: 1
+
+
+desc: Timerange: Basic block 0 - 522691884
+desc: Trigger: dump
+
+positions: line
+events: Ir
+summary: 442864618
+
+
+ob=(3) /usr/lib/x86_64-linux-gnu/libc.so.6
+fl=(281) ./nptl/./nptl/pthread_mutex_unlock.c
+fn=(1546) __pthread_mutex_unlock_usercnt
+48 26377
++9 52754
+
+totals: 454305076
+"""
+
+
+def test_dump_total_reads_the_totals_line_not_the_summary(tmp_path):
+    dump = tmp_path / "callgrind.4356.1-01"
+    dump.write_text(CALLGRIND_DUMP)
+    assert instructions.dump_total(dump) == 454_305_076
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CALLGRIND_DUMP.split("\ntotals:")[0] + "\n",  # still being written: summary only
+        CALLGRIND_DUMP[:-1],  # the last line not finished: its number may be cut short too
+        "",
+    ],
+    ids=["no-totals", "unfinished-line", "empty"],
+)
+def test_dump_total_refuses_an_incomplete_dump_and_names_the_file(tmp_path, text):
+    dump = tmp_path / "callgrind.4356.1-01"
+    dump.write_text(text)
+    with pytest.raises(instructions.CallgrindError, match=r"callgrind\.4356\.1-01: no `totals:` line"):
+        instructions.dump_total(dump)
+    with pytest.raises(instructions.CallgrindError, match=r"callgrind\.9\.1-01"):
+        instructions.dump_total(tmp_path / "callgrind.9.1-01")
+
+
+def test_wait_for_dump_sums_every_thread_of_part_one_only(tmp_path):
+    for name, total in [("1-01", 400), ("1-02", 7), ("1-03", 93), ("2-01", 10**9)]:
+        (tmp_path / f"callgrind.77.{name}").write_text(CALLGRIND_DUMP.replace("454305076", str(total)))
+    (tmp_path / "callgrind.77").write_text("")  # the empty base file callgrind creates at start
+    assert instructions.wait_for_dump(tmp_path, 77, timeout_s=0) == (400, 500)
+    with pytest.raises(instructions.CallgrindError, match=r"callgrind\.78\.1-01"):
+        instructions.wait_for_dump(tmp_path, 78, timeout_s=0.2)
+
+
+def test_per_request_divides_and_refuses_zero_requests():
+    assert instructions.per_request(454_305_076, 1042) == pytest.approx(435_993.4, abs=0.1)
+    with pytest.raises(ValueError):
+        instructions.per_request(1, 0)
+    row = instructions.Row("shadowproxy-equal", requests=1000, main_ir=400_000_000, all_ir=410_000_000)
+    assert (row.main_per_request, row.all_per_request) == (400_000.0, 410_000.0)
+    failed = instructions.Row("shadowproxy-equal", requests=1000, main_ir=1, all_ir=1, error="3 non-2xx")
+    assert (failed.ok, failed.main_per_request) == (False, None)
+
+
+def _ir_rows() -> list[instructions.Row]:
+    return [
+        instructions.Row("shadowproxy-off", requests=2000, main_ir=500_000_000, all_ir=510_000_000),
+        instructions.Row("shadowproxy-equal", requests=1000, main_ir=450_000_000, all_ir=460_000_000),
+        instructions.Row("shadowproxy-mismatch", error="shadowproxy did not start | log\nmore"),
+    ]
+
+
+def test_instructions_table_has_ratios_to_off_and_states_failures_below():
+    table = instructions.markdown_table(_ir_rows())
+    lines = table.splitlines()
+    assert lines[0].count("|") == len(instructions.COLUMNS) + 1
+    assert "| shadowproxy-off | 2,000 | 250,000 | 255,000 | 1.00 |" in lines
+    assert "| shadowproxy-equal | 1,000 | 450,000 | 460,000 | 1.80 |" in lines
+    assert "| shadowproxy-mismatch | — | — | — | — |" in lines
+    assert "FAILED shadowproxy-mismatch: shadowproxy did not start" in table
+    without_off = instructions.markdown_table(_ir_rows()[1:])
+    assert "| shadowproxy-equal | 1,000 | 450,000 | 460,000 | — |" in without_off
+
+
+def test_instructions_report_says_what_the_number_is():
+    info = {"date": "2026-01-01", "versions": {"valgrind": "3.19.0"}, "git_commit": "abc1234"}
+    params = instructions.parse_args([])
+    md = instructions.markdown(info, params, _ir_rows())
+    assert "valgrind 3.19.0; commit abc1234" in md
+    assert "`wrk -t1 -c8 -d5s` measured" in md and "user space only" in md
+    doc = orjson.loads(instructions.json_document(info, params, _ir_rows()))
+    assert doc["results"][1]["event_loop_instructions_per_request"] == 450_000.0
+    assert doc["results"][1]["vs_shadowproxy-off"] == pytest.approx(1.8)
+
+
+def test_instructions_options_default_smoke_and_refusals():
+    p = instructions.parse_args([])
+    assert p.scenarios == ("shadowproxy-off", "shadowproxy-equal", "shadowproxy-mismatch")
+    assert (p.duration_s, p.warmup_s, p.smoke) == (5, 2, False)
+    smoke = instructions.parse_args(["--smoke", "--duration", "30"])
+    assert (smoke.scenarios, smoke.duration_s, smoke.warmup_s, smoke.smoke) == (
+        ("shadowproxy-equal",), 1, 1, True,
+    )  # fmt: skip
+    for bad in (["--scenarios", "direct"], ["--scenarios", "shadowproxy-equal-w2"], ["--duration", "0"]):
+        with pytest.raises(SystemExit):
+            instructions.parse_args(bad)
