@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,8 +23,7 @@ import orjson
 
 from bench import bodies, machine, scenarios, wrk
 from bench.output import Params, machine_lines
-from bench.procs import StartError
-from bench.run import RESULTS_DIR, SCENARIO_ERRORS, Bench, comma_list
+from bench.run import RESULTS_DIR, SCENARIO_ERRORS, Bench, comma_list, guarded
 from bench.scenarios import Scenario
 from bench.servers import REPO
 
@@ -267,24 +265,16 @@ def measure(params: Params, tools: dict[str, str], control: str) -> list[Row]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     params = parse_args(argv)
-    # `kill` and Ctrl-C take the same way out, through every `finally` that stops a process.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     load_before = machine.load_average()
-    try:
+
+    def work() -> tuple[dict[str, str], list[Row]]:
         tools = machine.ensure_tools(("nginx", "wrk", "valgrind"))
         control = machine.which("callgrind_control")
         if control is None:
             raise machine.ToolError("callgrind_control not found (Debian's valgrind package ships it)")
-        rows = measure(params, tools, control)
-    except machine.ToolError as e:
-        print(f"bench: {e}", file=sys.stderr)
-        return 2
-    except StartError as e:
-        print(f"bench: an upstream did not start: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted; every process it started is stopped", file=sys.stderr)
-        return 130
+        return tools, measure(params, tools, control)
+
+    tools, rows = guarded(work)
     info = machine.info(tools, REPO, load_before)
     name = "instructions-smoke" if params.smoke else "instructions"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

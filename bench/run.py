@@ -11,8 +11,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from bench import bodies, machine, procstat, scenarios, wrk
 from bench.output import Params, json_document, markdown
@@ -202,23 +203,36 @@ def measure(params: Params, nginx: str) -> list[Measurement]:
     return [median_of(ms) for ms in rounds.values()]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    params = parse_args(argv)
-    # `kill` and Ctrl-C take the same way out, through every `finally` that stops a process.
+T = TypeVar("T")
+
+
+def guarded(work: Callable[[], T]) -> T:
+    """Run a bench command's measuring part. A missing tool, an upstream that does not start
+    or Ctrl-C ends the command with its exit code (2, 1, 130) after saying so; `kill` takes
+    the same way out, through every `finally` that stops a process."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    load_before = machine.load_average()
     try:
-        tools = machine.ensure_tools()
-        measurements = measure(params, tools["nginx"])
+        return work()
     except machine.ToolError as e:
         print(f"bench: {e}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     except StartError as e:
         print(f"bench: an upstream did not start: {e}", file=sys.stderr)
-        return 1
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         print("bench: interrupted; every process it started is stopped", file=sys.stderr)
-        return 130
+        raise SystemExit(130) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    params = parse_args(argv)
+    load_before = machine.load_average()
+
+    def work() -> tuple[dict[str, str], list[Measurement]]:
+        tools = machine.ensure_tools()
+        return tools, measure(params, tools["nginx"])
+
+    tools, measurements = guarded(work)
     results = Results(measurements)
     targets = evaluate(results, params.connections)
     info = machine.info(tools, REPO, load_before)
