@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 
 from shadowproxy.app import METRICS_FLUSH_S
 from tests.conftest import run_config
@@ -32,11 +33,16 @@ async def two_workers(tmp_path, cfg) -> AsyncIterator[asyncio.subprocess.Process
     try:
         assert proc.stderr is not None
         started = 0
-        async with asyncio.timeout(60):
-            while started < 2:
-                line = (await proc.stderr.readline()).decode()
-                assert line, "shadowproxy exited before both workers started"
-                started += "listening on" in line
+        said: list[str] = []  # what it logged, for the failure message
+        try:
+            async with asyncio.timeout(60):
+                while started < 2:
+                    line = (await proc.stderr.readline()).decode()
+                    assert line, "shadowproxy exited before both workers started:\n" + "".join(said)
+                    said.append(line)
+                    started += "listening on" in line
+        except TimeoutError:
+            pytest.fail(f"{started} of 2 workers listening after 60 s; the log so far:\n{''.join(said)}")
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
