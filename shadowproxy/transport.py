@@ -67,8 +67,8 @@ def strip_hop_by_hop(
 @functools.lru_cache(maxsize=64)
 def _connection_names(value: str, drop: frozenset[str]) -> frozenset[str]:
     """The header names a Connection header lists beyond those dropped anyway. Almost every
-    upstream sends `keep-alive` or `close` here: an empty answer, so no second pass."""
-    return frozenset(t.strip().lower() for t in value.split(",") if t.strip()) - drop - {"close"}
+    upstream sends `keep-alive` here: an empty answer, so no second pass."""
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip()) - drop
 
 
 def classify(exc: BaseException) -> tuple[ErrorKind, str]:
