@@ -112,6 +112,13 @@ class ShadowDispatcher:
         self._on_upstream = on_upstream
         self._on_in_flight = on_in_flight
         self._max = cfg.shadowing.max_in_flight
+        # A shadow call never queues for a connection: the wait would count in the shadow's
+        # latency (a 200 ms shadow measured 500 ms behind a full pool), and a queue that
+        # sends as each answer lands keeps answers arriving in bursts that stall the primary.
+        # The dispatcher is the only user of these pools, so counting its calls is exact.
+        self._sending = 0
+        self._max_sending = shadow.cfg.max_connections
+        self._secondary_sending = 0
         self._capture = cfg.shadowing.max_response_bytes
         # The primary's answer can take its own timeout; a shadow task never outlives both.
         self._primary_wait_s = cfg.primary.timeout_s + 1.0
@@ -127,12 +134,14 @@ class ShadowDispatcher:
         primary: asyncio.Future[UpstreamResult],
     ) -> SkipReason | None:
         """Start shadowing `req`; or say why not (nothing started): the in-flight cap is
-        full, or the breaker is open because the shadow keeps failing."""
-        if self.in_flight >= self._max:
+        full or every shadow connection is busy, or the breaker is open because the shadow
+        keeps failing."""
+        if self.in_flight >= self._max or self._sending >= self._max_sending:
             return "saturated"
         if not self._breaker.allow():
             return "circuit_open"
         self.in_flight += 1
+        self._sending += 1
         self._on_in_flight(1)
         self._tracker.spawn(self._run(req, client_host, primary), name=f"shadow {req.request_id}")
         return None
@@ -142,11 +151,21 @@ class ShadowDispatcher:
     ) -> None:
         try:
             secondary_task = None
-            if self._secondary is not None and req.method in config.SAFE_METHODS:
+            secondary = self._secondary
+            if (
+                secondary is not None
+                and req.method in config.SAFE_METHODS
+                and self._secondary_sending < secondary.cfg.max_connections
+            ):
+                # Its evidence is optional: with its pool full, this pair goes without it.
+                self._secondary_sending += 1
                 secondary_task = self._tracker.spawn(
-                    self._secondary.fetch(req, client_host, self._capture), name=f"secondary {req.request_id}"
+                    self._fetch_secondary(secondary, req, client_host), name=f"secondary {req.request_id}"
                 )
-            shadow = await self._shadow.fetch(req, client_host, self._capture)
+            try:
+                shadow = await self._shadow.fetch(req, client_host, self._capture)
+            finally:
+                self._sending -= 1
             self._breaker.record(shadow.error is not None)
             self._on_upstream(req.route, req.method, shadow)
             if primary_fut.done():  # the usual case: no need for wait_for's timer and shield
@@ -159,11 +178,19 @@ class ShadowDispatcher:
                         "primary answer for %s never completed; shadow result dropped", req.request_id
                     )
                     return
-            secondary = await secondary_task if secondary_task is not None else None
-            self._on_exchange(self._judge(req, primary, shadow, secondary))
+            second = await secondary_task if secondary_task is not None else None
+            self._on_exchange(self._judge(req, primary, shadow, second))
         finally:
             self.in_flight -= 1
             self._on_in_flight(-1)
+
+    async def _fetch_secondary(
+        self, secondary: Upstream, req: RequestSnapshot, client_host: str | None
+    ) -> UpstreamResult:
+        try:
+            return await secondary.fetch(req, client_host, self._capture)
+        finally:
+            self._secondary_sending -= 1
 
     def _judge(
         self,

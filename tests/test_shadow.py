@@ -199,6 +199,35 @@ async def test_when_the_in_flight_cap_is_reached_requests_are_skipped_not_queued
     assert value(r, "shadowproxy_shadow_in_flight") == 0
 
 
+async def test_a_shadow_call_never_waits_for_a_connection(primary, make_upstream, sidecar, tmp_path):
+    """With every shadow connection busy, a request is skipped, not queued: a queued call would
+    be sent late and its wait would count in the shadow's latency."""
+    release = asyncio.Event()
+
+    async def hold(request, up):
+        await release.wait()
+        return web.Response(body=PRIMARY_BODY, content_type="application/json")
+
+    shadow = await make_upstream(hold)
+    cfg = make_config(primary.url, shadow.url, tmp_path)
+    cfg = dataclasses.replace(cfg, shadow=dataclasses.replace(cfg.shadow, max_connections=2, timeout_s=10.0))
+    assert cfg.shadowing.max_in_flight > 5
+    r = await sidecar(cfg)
+    for _ in range(5):
+        status, body, _ = await get(r.proxy_url + "/api/users/1")
+        assert (status, body) == (200, PRIMARY_BODY)
+    assert value(r, "shadowproxy_shadow_skipped_total", route="/api/users/{id}", reason="saturated") == 3
+    release.set()
+    await settle(r)
+    assert len(shadow.seen) == 2
+    labels = {"backend": "shadow", "route": "/api/users/{id}", "method": "GET"}
+    assert value(r, "shadowproxy_upstream_duration_seconds_count", **labels) == 2
+    # Once the two are answered, their connections are free again.
+    await get(r.proxy_url + "/api/users/1")
+    await settle(r)
+    assert len(shadow.seen) == 3
+
+
 async def test_websocket_upgrades_are_never_shadowed(make_upstream, sidecar, tmp_path):
     async def ws(request, up):
         w = web.WebSocketResponse()
