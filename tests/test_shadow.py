@@ -228,6 +228,33 @@ async def test_a_shadow_call_never_waits_for_a_connection(primary, make_upstream
     assert len(shadow.seen) == 3
 
 
+async def test_with_the_secondary_pool_full_pairs_go_on_without_it(primary, make_upstream, sidecar, tmp_path):
+    """The secondary's evidence is optional: a pair never waits for its connection."""
+    release = asyncio.Event()
+
+    async def hold(request, up):
+        await release.wait()
+        return web.Response(body=PRIMARY_BODY, content_type="application/json")
+
+    shadow = await make_upstream(json_primary)
+    secondary = await make_upstream(hold)
+    cfg = make_config(primary.url, shadow.url, tmp_path, secondary=config.Secondary(url=secondary.url))
+    # The secondary's pool takes the primary's limit.
+    cfg = dataclasses.replace(cfg, primary=dataclasses.replace(cfg.primary, max_connections=1))
+    r = await sidecar(cfg)
+    for _ in range(3):
+        status, body, _ = await get(r.proxy_url + "/api/users/1")
+        assert (status, body) == (200, PRIMARY_BODY)
+    release.set()
+    await settle(r)
+    # The first pair had its secondary; the other two were compared without one, instead
+    # of queueing for its connection and asking it late.
+    assert len(shadow.seen) == 3
+    assert len(secondary.seen) == 1
+    labels = {"route": "/api/users/{id}", "method": "GET", "result": "match"}
+    assert value(r, "shadowproxy_comparisons_total", **labels) == 3
+
+
 async def test_websocket_upgrades_are_never_shadowed(make_upstream, sidecar, tmp_path):
     async def ws(request, up):
         w = web.WebSocketResponse()
