@@ -14,6 +14,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 Segment = str | int  # a dict key or a list index
 _NfaState = tuple[int, int]  # (pattern id, steps matched)
@@ -128,7 +129,7 @@ class Matcher:
     set); the transition cache is bounded by clearing it.
     """
 
-    DEAD = 0  # no pattern can match here or below
+    DEAD: ClassVar[int] = 0  # no pattern can match here or below
 
     def __init__(self, patterns: Sequence[Pattern]) -> None:
         self._patterns = tuple(patterns)

@@ -63,6 +63,7 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from shadowproxy import __version__
 from shadowproxy.config import STANDARD_METHODS
@@ -102,7 +103,7 @@ def field_label(path: str) -> str:
 
 
 K = TypeVar("K", bound=tuple[object, ...])
-M = TypeVar("M", Counter, Histogram)
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 def _child(cache: dict[K, M], metric: M, key: K) -> M:

@@ -101,7 +101,7 @@ class Store:
         self._flush_done = 0
         self._stopping = False
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._writer: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._unwritten: Delta | None = None
         self._maker: SampleMaker | None = None
@@ -110,7 +110,7 @@ class Store:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._writer is not None:
             return
         conn = open_writer(self.path)
         seen = conn.execute("SELECT route, value FROM counters WHERE name = 'pairs_seen'").fetchall()
@@ -118,8 +118,8 @@ class Store:
             for route, n in seen:
                 self._pairs_seen[route] = self._pairs_seen.get(route, 0) + n
         self._conn = conn
-        self._thread = threading.Thread(target=self._run, name="shadowproxy-store", daemon=True)
-        self._thread.start()
+        self._writer = threading.Thread(target=self._run, name="shadowproxy-store", daemon=True)
+        self._writer.start()
 
     def close(self) -> None:
         with self._cond:
@@ -128,22 +128,22 @@ class Store:
             self._closed = True
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
+        if self._writer is not None:
+            self._writer.join()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
     def flush(self) -> None:
         with self._cond:
-            thread = self._thread
-            if thread is None or not thread.is_alive():
+            writer = self._writer
+            if writer is None or not writer.is_alive():
                 return
             self._flush_requested += 1
             target = self._flush_requested
             self._cond.notify_all()
             # The timeout only re-checks that the writer is alive; the notify ends the wait.
-            while self._flush_done < target and thread.is_alive():
+            while self._flush_done < target and writer.is_alive():
                 self._cond.wait(timeout=1.0)
 
     # ------------------------------------------------------------------ hot path

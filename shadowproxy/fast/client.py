@@ -97,9 +97,10 @@ class Pool:
             except BaseException as e:
                 conn.abort()
                 retry = isinstance(e, UpstreamError) and e.retryable and reused and method in IDEMPOTENT
-                if retry and attempt == 0:
-                    continue
-                raise
+                if not retry or attempt == 1:
+                    raise
+                # Else round again, on another connection (no `continue`: mypyc cannot compile
+                # one inside try/finally).
             finally:
                 if timer is not None:
                     timer.cancel()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -306,7 +307,10 @@ class FastServer:
     @property
     def url(self) -> str:
         assert self._server is not None
-        host, port = self._server.sockets[0].getsockname()[:2]
+        # uvloop's `sockets` is a list where typeshed says tuple: read it through Any, as the
+        # compiled build (setup.py) checks the declared type of an attribute it reads.
+        sockets: Sequence[socket.socket] = cast(Any, self._server).sockets
+        host, port = sockets[0].getsockname()[:2]
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

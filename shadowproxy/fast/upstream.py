@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from shadowproxy import config
 from shadowproxy.exchange import Backend, Headers, RequestSnapshot, UpstreamResult
-from shadowproxy.fast.client import FAST_ERRORS, Pool, Response
+from shadowproxy.fast.client import FAST_ERRORS, Pool
 from shadowproxy.transport import Upstream, classify
 
 
@@ -65,9 +65,6 @@ class FastUpstream(Upstream):
         self, req: RequestSnapshot, client_host: str | None, capture_limit: int
     ) -> UpstreamResult:
         started = time.perf_counter()
-        size = 0
-        captured = b""
-        resp: Response | None = None
         timeout_s = self.cfg.timeout_s
         try:
             resp = await self.pool.request(
@@ -77,6 +74,10 @@ class FastUpstream(Upstream):
                 req.body or None,
                 timeout_s,
             )
+        except FAST_ERRORS as e:
+            return UpstreamResult.failure(self.role, *classify(e), time.perf_counter() - started)
+        size = 0
+        try:
             whole = resp.whole()
             if whole is not None:
                 size = len(whole)
@@ -95,8 +96,7 @@ class FastUpstream(Upstream):
         except FAST_ERRORS as e:
             return UpstreamResult.failure(self.role, *classify(e), time.perf_counter() - started, size)
         finally:
-            if resp is not None:
-                resp.close()
+            resp.close()
         return UpstreamResult(
             backend=self.role,
             status=resp.status,
