@@ -23,7 +23,7 @@ import orjson
 
 from bench import bodies, machine, scenarios, wrk
 from bench.output import Params, machine_lines
-from bench.run import RESULTS_DIR, SCENARIO_ERRORS, Bench, comma_list, guarded
+from bench.run import RESULTS_DIR, SCENARIO_ERRORS, TREE_HELP, Bench, comma_list, guarded, tree_dir
 from bench.scenarios import Scenario
 from bench.servers import REPO
 
@@ -228,9 +228,12 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     p.add_argument(
         "--smoke", action="store_true", help="CI check: shadowproxy-equal, 1 s (overrides the other options)"
     )
+    p.add_argument("--tree", type=tree_dir, default=None, help=TREE_HELP)
     a = p.parse_args(argv)
     if a.smoke:
-        return Params(("shadowproxy-equal",), (BODY,), (CONNECTIONS,), duration_s=1, warmup_s=1, smoke=True)
+        return Params(
+            ("shadowproxy-equal",), (BODY,), (CONNECTIONS,), duration_s=1, warmup_s=1, smoke=True, tree=a.tree
+        )
     try:
         chosen = scenarios.select(list(a.scenarios))
     except ValueError as e:
@@ -241,7 +244,7 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     if a.duration < 1:
         p.error("--duration must be >= 1")
     names = tuple(s.name for s in chosen)
-    return Params(names, (BODY,), (CONNECTIONS,), a.duration, WARMUP_S, smoke=False)
+    return Params(names, (BODY,), (CONNECTIONS,), a.duration, WARMUP_S, smoke=False, tree=a.tree)
 
 
 def measure(params: Params, tools: dict[str, str], control: str) -> list[Row]:
@@ -275,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return tools, measure(params, tools, control)
 
     tools, rows = guarded(work)
-    info = machine.info(tools, REPO, load_before)
+    info = machine.info(tools, REPO, load_before, params.tree)
     name = "instructions-smoke" if params.smoke else "instructions"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{name}.md").write_text(markdown(info, params, rows))

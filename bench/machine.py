@@ -75,7 +75,21 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def info(tools: dict[str, str], repo: Path, load_before: float) -> dict[str, object]:
+def build_of(tree: Path) -> str:
+    """`compiled` or `pure`: what `python -m shadowproxy` imports when run from `tree`."""
+    code = "import shadowproxy; print('compiled' if shadowproxy.compiled() else 'pure')"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=tree, capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def info(
+    tools: dict[str, str], repo: Path, load_before: float, tree: Path | None = None
+) -> dict[str, object]:
     commit = _output(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
     dirty = _output(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
     versions = {
@@ -98,4 +112,5 @@ def info(tools: dict[str, str], repo: Path, load_before: float) -> dict[str, obj
         "python": sys.version.split()[0],
         "versions": versions,
         "git_commit": commit + (" (with uncommitted changes)" if dirty not in ("", "unknown") else ""),
+        "build": build_of(tree or repo),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +21,9 @@ class Params:
     warmup_s: int
     smoke: bool
     repeat: int = 1
+    # Where `python -m shadowproxy` runs from: None for the repo itself (pure Python), or a
+    # copy with the compiled build (`make compiled`).
+    tree: Path | None = None
 
 
 HOW = """\
@@ -37,7 +41,7 @@ def machine_lines(machine: dict[str, Any]) -> list[str]:
     return [
         f"{machine.get('date')} on {machine.get('nproc')} CPU(s), {machine.get('cpu_model')}, "
         f"{machine.get('memory_gib')} GiB, Linux {machine.get('kernel')}, Python {machine.get('python')}; "
-        f"{versions}; commit {machine.get('git_commit')}.",
+        f"{versions}; commit {machine.get('git_commit')}; shadowproxy build: {machine.get('build')}.",
         f"Load average before the run: {machine.get('loadavg_1m_before')} (1 min; well above 0 means other "
         "work competed for the CPUs and every number below is pessimistic).",
     ]

@@ -50,6 +50,17 @@ def _connections(text: str) -> tuple[int, ...]:
     return values
 
 
+def tree_dir(text: str) -> Path:
+    """--tree: a directory holding the shadowproxy package (the compiled copy, `make compiled`)."""
+    path = Path(text).resolve()
+    if not (path / "shadowproxy" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no shadowproxy package there (run `make compiled`?)")
+    return path
+
+
+TREE_HELP = "run shadowproxy from this copy of the tree (default: the repo itself, pure Python)"
+
+
 def parse_args(argv: Sequence[str] | None) -> Params:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument(
@@ -70,9 +81,10 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         action="store_true",
         help="CI check that the harness runs: 1 s, 1 connection, 3 scenarios (overrides the other options)",
     )
+    p.add_argument("--tree", type=tree_dir, default=None, help=TREE_HELP)
     a = p.parse_args(argv)
     if a.smoke:
-        return Params(scenarios.SMOKE, ("1k",), (1,), duration_s=1, warmup_s=1, smoke=True)
+        return Params(scenarios.SMOKE, ("1k",), (1,), duration_s=1, warmup_s=1, smoke=True, tree=a.tree)
     try:
         scenarios.select(list(a.scenarios))
     except ValueError as e:
@@ -81,7 +93,9 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         p.error(f"unknown body {', '.join(unknown)}; known: {', '.join(bodies.BODY_KINDS)}")
     if a.duration < 1 or a.warmup < 0 or a.repeat < 1:
         p.error("--duration and --repeat must be >= 1, --warmup >= 0")
-    return Params(a.scenarios, a.bodies, a.connections, a.duration, a.warmup, smoke=False, repeat=a.repeat)
+    return Params(
+        a.scenarios, a.bodies, a.connections, a.duration, a.warmup, smoke=False, repeat=a.repeat, tree=a.tree
+    )
 
 
 class Bench:
@@ -149,7 +163,13 @@ class Bench:
             shadow = self.shared(f"shadow-{scenario.shadow}")
         primary = self.shared("primary")
         proxy = start_shadowproxy(
-            self.workdir, scenario, primary.url, shadow.url, wrapper=wrapper, timeout_s=timeout_s
+            self.workdir,
+            scenario,
+            primary.url,
+            shadow.url,
+            wrapper=wrapper,
+            timeout_s=timeout_s,
+            tree=self.params.tree,
         )
         own.enter_context(started(proxy.process))
         return proxy
@@ -235,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tools, measurements = guarded(work)
     results = Results(measurements)
     targets = evaluate(results, params.connections)
-    info = machine.info(tools, REPO, load_before)
+    info = machine.info(tools, REPO, load_before, params.tree)
     name = "smoke" if params.smoke else "latest"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{name}.md").write_text(markdown(info, params, results, targets))

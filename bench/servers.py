@@ -97,10 +97,12 @@ def start_shadowproxy(
     *,
     wrapper: Sequence[str] = (),
     timeout_s: float = START_TIMEOUT_S,
+    tree: Path | None = None,
 ) -> Server:
     """`python -m shadowproxy run -c FILE`, ready when /readyz answers 200 and every worker listens
     (a worker that binds late would otherwise miss all of wrk's connections). `wrapper` goes
-    before the argv, e.g. valgrind, whose start-up needs a longer `timeout_s`."""
+    before the argv, e.g. valgrind, whose start-up needs a longer `timeout_s`. `tree` is where
+    it runs from (its `shadowproxy` package is the one imported): the repo unless given."""
     home = workdir / scenario.name
     home.mkdir(parents=True, exist_ok=True)
     port, admin = free_port(), free_port()
@@ -115,7 +117,7 @@ def start_shadowproxy(
     cfg_path = home / "shadowproxy.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     argv = [*wrapper, sys.executable, "-m", "shadowproxy", "run", "-c", str(cfg_path)]
-    proc = Process(f"shadowproxy ({scenario.name})", argv, home / "stdout.log", cwd=REPO)
+    proc = Process(f"shadowproxy ({scenario.name})", argv, home / "stdout.log", cwd=tree or REPO)
     admin_url = f"http://127.0.0.1:{admin}"
 
     def ready() -> bool:

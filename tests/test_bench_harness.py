@@ -12,10 +12,12 @@ import orjson
 import pytest
 import yaml
 
-from bench import instructions, procstat, scenarios, wrk
+import shadowproxy
+from bench import instructions, machine, procstat, scenarios, wrk
+from bench.output import machine_lines
 from bench.results import COLUMNS, Measurement, Results, markdown_table, median_of
 from bench.run import parse_args
-from bench.servers import render
+from bench.servers import REPO, render
 from bench.targets import evaluate
 from shadowproxy import config
 
@@ -354,3 +356,15 @@ def test_instructions_options_default_smoke_and_refusals():
     for bad in (["--scenarios", "direct"], ["--scenarios", "shadowproxy-equal-w2"], ["--duration", "0"]):
         with pytest.raises(SystemExit):
             instructions.parse_args(bad)
+
+
+def test_the_tree_option_and_the_build_it_measures(tmp_path):
+    assert parse_args([]).tree is None and instructions.parse_args([]).tree is None
+    assert parse_args(["--tree", str(REPO)]).tree == REPO
+    assert instructions.parse_args(["--smoke", "--tree", str(REPO)]).tree == REPO
+    with pytest.raises(SystemExit):
+        parse_args(["--tree", str(tmp_path)])  # no shadowproxy package there
+    # What `python -m shadowproxy` imports from that tree, the way the proxy under test runs.
+    build = "compiled" if shadowproxy.compiled() else "pure"
+    assert machine.build_of(REPO) == build
+    assert f"shadowproxy build: {build}." in machine_lines({"build": build})[0]
