@@ -11,6 +11,7 @@ import os
 import signal
 import tempfile
 
+import shadowproxy
 from shadowproxy import config
 
 log = logging.getLogger("shadowproxy")
@@ -57,7 +58,7 @@ async def _serve(cfg: config.Config, *, reuse_port: bool, uvloop: bool) -> None:
             cfg.shadow.name or "shadow",
             cfg.shadow.url,
             os.getpid(),
-            ", uvloop" if uvloop else "",
+            (", uvloop" if uvloop else "") + (", compiled" if shadowproxy.compiled() else ""),
         )
         # Everything built so far (modules, config, routes) lives as long as the process:
         # out of the collector's sight, a full collection no longer walks it on every

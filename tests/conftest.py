@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,17 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+import shadowproxy
 from shadowproxy import config
 
 if TYPE_CHECKING:
     from shadowproxy.app import Running
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test-compiled` must test the compiled build, not quietly the pure one beside it.
+    if os.environ.get("SHADOWPROXY_EXPECT_COMPILED") == "1" and not shadowproxy.compiled():
+        raise pytest.UsageError(f"SHADOWPROXY_EXPECT_COMPILED=1 but {shadowproxy.__file__} is not compiled")
 
 
 @dataclass
