@@ -1,12 +1,28 @@
 # shadowproxy as a sidecar: proxy on 8080, admin (/healthz, /readyz, /metrics, /api) on 9090.
-FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-WORKDIR /app
-COPY pyproject.toml README.md ./
+# The compiled build (setup.py, SHADOWPROXY_COMPILE=1: about a third fewer instructions per
+# request) needs gcc and mypy, and mypyc type-checks against the installed dependencies:
+# install them, compile, then keep the exact wheels it was checked against. Only wheels
+# reach the image.
+FROM python:3.11 AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml setup.py README.md ./
 COPY shadowproxy ./shadowproxy
+RUN pip install "setuptools>=68" wheel "mypy>=1.10" types-PyYAML . \
+ && pip uninstall -y shadowproxy \
+ && SHADOWPROXY_COMPILE=1 pip wheel --no-build-isolation --no-deps --wheel-dir /wheels . \
+ && pip freeze --exclude shadowproxy > /tmp/checked-against.txt \
+ && pip wheel --wheel-dir /wheels -c /tmp/checked-against.txt /wheels/shadowproxy-*.whl
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY --from=build /wheels /wheels
 COPY config ./config
-RUN pip install . \
+RUN pip install --no-index --find-links /wheels shadowproxy \
+ && rm -rf /wheels \
+ && python -c "import shadowproxy, sys; sys.exit(0 if shadowproxy.compiled() else 'not the compiled build')" \
  && useradd --system --uid 10001 --home /var/lib/shadowproxy --create-home shadowproxy \
  && mkdir -p /etc/shadowproxy \
  && cp config/example.yaml /etc/shadowproxy/config.yaml
