@@ -228,6 +228,35 @@ async def test_a_shadow_call_never_waits_for_a_connection(primary, make_upstream
     assert len(shadow.seen) == 3
 
 
+async def test_a_wait_for_a_primary_connection_is_not_the_primarys_latency(make_upstream, sidecar, tmp_path):
+    """Two requests over one primary connection: the second waits for the first's answer in
+    our pool. Its latency must not count that wait, or the primary looks slower than it is
+    and the per-pair latency ratio goes easy on the shadow."""
+    calls = 0
+
+    async def first_slow(request, up):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.4)  # the slow backend under test, not a synchronisation
+        return web.Response(body=PRIMARY_BODY, content_type="application/json")
+
+    primary = await make_upstream(first_slow)
+    shadow = await make_upstream(json_primary)
+    cfg = make_config(primary.url, shadow.url, tmp_path)
+    cfg = dataclasses.replace(cfg, primary=dataclasses.replace(cfg.primary, max_connections=1))
+    r = await sidecar(cfg)
+    if r.sidecar.cfg.engine != "fast":
+        pytest.skip("aiohttp's client gives no hook between its pool and the send")
+    answers = await asyncio.gather(get(r.proxy_url + "/api/users/1"), get(r.proxy_url + "/api/users/1"))
+    assert [(s, b) for s, b, _ in answers] == [(200, PRIMARY_BODY)] * 2
+    await settle(r)
+    labels = {"backend": "primary", "route": "/api/users/{id}", "method": "GET"}
+    assert value(r, "shadowproxy_upstream_duration_seconds_count", **labels) == 2
+    # 0.4 s for the slow one and next to nothing for the other, which waited 0.4 s.
+    assert 0.4 <= value(r, "shadowproxy_upstream_duration_seconds_sum", **labels) < 0.7
+
+
 async def test_with_the_secondary_pool_full_pairs_go_on_without_it(primary, make_upstream, sidecar, tmp_path):
     """The secondary's evidence is optional: a pair never waits for its connection."""
     release = asyncio.Event()

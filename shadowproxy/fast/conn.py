@@ -9,6 +9,7 @@ response is complete and both sides allow it, the connection goes back to the po
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -42,10 +43,13 @@ class PoolHooks(Protocol):
 class Response:
     """Status and headers of an upstream answer; the body arrives in `body`."""
 
-    __slots__ = ("_conn", "body", "headers", "reason", "status")
+    __slots__ = ("_conn", "body", "headers", "reason", "sent_at", "status")
 
     def __init__(self, conn: Conn) -> None:
         self._conn: Conn | None = conn
+        # When the request went out on a connection (perf_counter): an upstream's latency
+        # counts from here, not from a wait for a free connection in our own pool.
+        self.sent_at = time.perf_counter()
         self.status = 0
         self.reason = ""
         self.headers: list[tuple[str, str]] = []

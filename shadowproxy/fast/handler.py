@@ -100,7 +100,7 @@ class FastProxy(ProxyCore[FastUpstream]):
         else:
             size, captured = await self._stream(req, conn, resp, headers, route, started, capture)
         result = self.primary_answered(
-            route, req.method, resp.status, tuple(resp.headers), captured, size, started
+            route, req.method, resp.status, tuple(resp.headers), captured, size, resp.sent_at
         )
         return resp.status, result
 

@@ -102,7 +102,7 @@ class FastUpstream(Upstream):
             status=resp.status,
             headers=tuple(resp.headers),
             body=captured,
-            latency_s=time.perf_counter() - started,
+            latency_s=time.perf_counter() - resp.sent_at,
             body_size=size,
             truncated=size > len(captured),
         )
