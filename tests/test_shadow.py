@@ -22,6 +22,16 @@ async def json_primary(request: web.Request, up) -> web.Response:
     return web.Response(body=PRIMARY_BODY, content_type="application/json", headers={"X-Primary": "1"})
 
 
+def answer_when(release: asyncio.Event):
+    """An upstream handler that answers PRIMARY_BODY once `release` is set."""
+
+    async def hold(request, up):
+        await release.wait()
+        return web.Response(body=PRIMARY_BODY, content_type="application/json")
+
+    return hold
+
+
 def value(r, name: str, **labels: str) -> float:
     r.sidecar.metrics.flush()
     return r.sidecar.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -177,11 +187,7 @@ async def test_when_the_in_flight_cap_is_reached_requests_are_skipped_not_queued
 ):
     release = asyncio.Event()
 
-    async def hold(request, up):
-        await release.wait()
-        return web.Response(body=PRIMARY_BODY, content_type="application/json")
-
-    shadow = await make_upstream(hold)
+    shadow = await make_upstream(answer_when(release))
     cfg = make_config(primary.url, shadow.url, tmp_path)
     cfg = dataclasses.replace(
         cfg,
@@ -204,11 +210,7 @@ async def test_a_shadow_call_never_waits_for_a_connection(primary, make_upstream
     be sent late and its wait would count in the shadow's latency."""
     release = asyncio.Event()
 
-    async def hold(request, up):
-        await release.wait()
-        return web.Response(body=PRIMARY_BODY, content_type="application/json")
-
-    shadow = await make_upstream(hold)
+    shadow = await make_upstream(answer_when(release))
     cfg = make_config(primary.url, shadow.url, tmp_path)
     cfg = dataclasses.replace(cfg, shadow=dataclasses.replace(cfg.shadow, max_connections=2, timeout_s=10.0))
     assert cfg.shadowing.max_in_flight > 5
@@ -261,12 +263,8 @@ async def test_with_the_secondary_pool_full_pairs_go_on_without_it(primary, make
     """The secondary's evidence is optional: a pair never waits for its connection."""
     release = asyncio.Event()
 
-    async def hold(request, up):
-        await release.wait()
-        return web.Response(body=PRIMARY_BODY, content_type="application/json")
-
     shadow = await make_upstream(json_primary)
-    secondary = await make_upstream(hold)
+    secondary = await make_upstream(answer_when(release))
     cfg = make_config(primary.url, shadow.url, tmp_path, secondary=config.Secondary(url=secondary.url))
     # The secondary's pool takes the primary's limit.
     cfg = dataclasses.replace(cfg, primary=dataclasses.replace(cfg.primary, max_connections=1))
