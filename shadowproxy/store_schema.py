@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sqlite3
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,11 +64,30 @@ class StoreError(Exception):
     """The store file is missing, or is not a shadowproxy store of this version."""
 
 
+BUSY_TIMEOUT_S = 10.0
+
+
+def _to_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL. With `workers: N` every worker opens the same new file at
+    start, and SQLite tells the loser of that race "database is locked" at once, not after
+    its busy timeout (2 threads on a fresh file: 42 of 200 tries): a worker died of it.
+    So retry within the same timeout; this runs in a thread at start-up."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def open_writer(path: str) -> sqlite3.Connection:
     # Autocommit mode: transactions are explicit BEGIN IMMEDIATE ... COMMIT, so a second
     # writer waits for the lock up front instead of failing halfway through a batch.
-    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    _to_wal(conn)
     conn.execute("PRAGMA synchronous=NORMAL")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version not in (0, 1, SCHEMA_VERSION):
@@ -86,7 +106,7 @@ def open_reader(path: str) -> sqlite3.Connection:
     # sqlite3.connect would create an empty file; a report on a mistyped path must say so.
     if not os.path.exists(path):
         raise StoreError(f"{path}: no such store file")
-    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     conn.row_factory = sqlite3.Row
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version != SCHEMA_VERSION:

@@ -1,6 +1,7 @@
 import dataclasses
 import gzip
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from shadowproxy.exchange import Comparison, Exchange, FieldDiff, RequestSnapsho
 from shadowproxy.redact import REDACTED, Redactor
 from shadowproxy.store import MAX_NEW_SAMPLES_PER_BATCH, Store, StoreError
 from shadowproxy.store_sample import NOT_EXPLAINED
-from shadowproxy.store_schema import MAX_FIELD_PATHS, MAX_FIRST_PATHS, OTHER_FIELD
+from shadowproxy.store_schema import MAX_FIELD_PATHS, MAX_FIRST_PATHS, OTHER_FIELD, open_writer
 
 JSON = (("Content-Type", "application/json"),)
 
@@ -468,3 +469,27 @@ def test_field_counts_are_per_request_and_keyed_like_the_noise(db: str) -> None:
     s.close()
     (ev,) = make(db).evidence().routes
     assert [(f.path, f.raw, f.noise) for f in ev.fields] == [("$.items[*].updated_at", 4, 4)]
+
+
+def _open_when_started(path: str, start: threading.Barrier, errors: list[Exception]) -> None:
+    start.wait()
+    try:
+        open_writer(path).close()
+    except Exception as e:
+        errors.append(e)
+
+
+def test_two_writers_opening_one_new_file_at_once_both_get_it(tmp_path: Path) -> None:
+    """`workers: 2` opens one new store from two processes at start. SQLite answered the
+    loser of the switch to WAL "database is locked" at once (about 1 try in 5): a worker
+    died of it. 50 races, each pair started together."""
+    for i in range(50):
+        start = threading.Barrier(2)
+        errors: list[Exception] = []
+        args = (str(tmp_path / f"{i}.db"), start, errors)
+        threads = [threading.Thread(target=_open_when_started, args=args) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == [], f"race {i}: {errors}"
