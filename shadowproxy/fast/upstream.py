@@ -66,6 +66,8 @@ class FastUpstream(Upstream):
     ) -> UpstreamResult:
         started = time.perf_counter()
         timeout_s = self.cfg.timeout_s
+        # Two trys, not one with an Optional response closed in a finally: compiled
+        # (setup.py), that shape raised TypeError when the request itself had failed.
         try:
             resp = await self.pool.request(
                 req.method,
