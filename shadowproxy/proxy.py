@@ -167,15 +167,16 @@ class ProxyCore(Generic[U]):
         headers: Headers,
         captured: bytes,
         size: int,
-        started: float,
+        since: float,
     ) -> UpstreamResult:
-        """Record the primary's complete answer; the result the shadow side compares with."""
+        """Record the primary's complete answer; the result the shadow side compares with.
+        Its latency counts from `since`: the send, where the engine can tell (fast engine)."""
         result = UpstreamResult(
             backend="primary",
             status=status,
             headers=headers,
             body=captured,
-            latency_s=time.perf_counter() - started,
+            latency_s=time.perf_counter() - since,
             body_size=size,
             truncated=size > len(captured),
         )

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from shadowproxy.app import Running
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure() -> None:
     # `make test-compiled` must test the compiled build, not quietly the pure one beside it.
     if os.environ.get("SHADOWPROXY_EXPECT_COMPILED") == "1" and not shadowproxy.compiled():
         raise pytest.UsageError(f"SHADOWPROXY_EXPECT_COMPILED=1 but {shadowproxy.__file__} is not compiled")
