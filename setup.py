@@ -13,11 +13,11 @@ import os
 
 from setuptools import setup
 
-# What a proxied request runs through: the fast engine, shadow dispatch, compare, and the
-# metrics and store tallies. Not here: app (its async generator cannot be compiled); proxy
-# (compiled, building a FastProxy, the compiled subclass of its generic ProxyCore, crashed
-# the process); and everything off the request path (config, gate, reports), where
-# compiling buys nothing.
+# What a proxied request runs through: the fast engine and the steps both engines share,
+# shadow dispatch, compare, and the metrics and store tallies. Not here: app (its async
+# generator cannot be compiled), the aiohttp engine (proxy, websocket: the fast engine is
+# the one that must be fast) and everything off the request path (config, gate, reports),
+# where compiling buys nothing.
 COMPILED = [
     "shadowproxy/breaker.py",
     "shadowproxy/compare.py",
@@ -31,14 +31,17 @@ COMPILED = [
     "shadowproxy/fast/server.py",
     "shadowproxy/fast/upstream.py",
     "shadowproxy/fast/wire.py",
+    "shadowproxy/forwarding.py",
     "shadowproxy/jsondiff.py",
     "shadowproxy/jsonpath.py",
     "shadowproxy/metrics.py",
     "shadowproxy/noise.py",
+    "shadowproxy/recording.py",
     "shadowproxy/responses.py",
     "shadowproxy/routes.py",
     "shadowproxy/shadow.py",
     "shadowproxy/store.py",
+    "shadowproxy/store_delta.py",
     "shadowproxy/tasks.py",
     "shadowproxy/transport.py",
 ]

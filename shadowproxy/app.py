@@ -14,13 +14,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shadowproxy import config
-from shadowproxy.exchange import Exchange, SkipReason, UpstreamResult
 from shadowproxy.fast.handler import FastProxy
 from shadowproxy.fast.server import FastServer
 from shadowproxy.fast.upstream import FastUpstream
+from shadowproxy.forwarding import ProxyCore
 from shadowproxy.gate import Decision, evaluate
 from shadowproxy.metrics import VERDICT_VALUES, Metrics
 from shadowproxy.proxy import ProxyHandler, strip_server_defaults
+from shadowproxy.recording import Recorder
 from shadowproxy.redact import Redactor
 from shadowproxy.routes import Router
 from shadowproxy.shadow import ShadowDispatcher, ShadowPolicy
@@ -34,8 +35,7 @@ METRICS_FLUSH_S = 1.0
 
 
 class Sidecar:
-    """Everything one process runs. Also the proxy's Recorder: it fans each event out to
-    metrics (cheap counters) and the store (in-memory aggregation, written off the loop)."""
+    """Everything one process runs."""
 
     def __init__(self, cfg: config.Config, registry: CollectorRegistry | None = None) -> None:
         self.cfg = cfg
@@ -48,38 +48,15 @@ class Sidecar:
         self.store = Store(
             cfg.store.path, cfg.store, Redactor(cfg.redact), cfg.rules_for, on_drop=self.metrics.dropped
         )
+        self.recorder = Recorder(self.metrics, self.store)
         self.tracker = TaskTracker(on_failure=self.metrics.task_failed)
         self.policy = ShadowPolicy(cfg)
-        self.dispatcher = ShadowDispatcher(
-            cfg,
-            self.shadow,
-            self.tracker,
-            on_exchange=self._exchange,
-            on_upstream=self.upstream,
-            on_in_flight=self.metrics.shadow_in_flight,
-            secondary=self.secondary,
-        )
+        self.dispatcher = ShadowDispatcher(cfg, self.shadow, self.tracker, self.recorder, self.secondary)
+        self.core = ProxyCore(cfg, self.router, self.policy, self.dispatcher, self.recorder)
         self.ready = False
         self._verdicts: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._housekeeping = TaskTracker(on_failure=self.metrics.task_failed)
-
-    # ---- Recorder (primary path)
-    def request(self, route: str, method: str, code: int) -> None:
-        self.metrics.request(route, method, code)
-        self.store.record_request(route)
-
-    def upstream(self, route: str, method: str, result: UpstreamResult) -> None:
-        self.metrics.upstream(result.backend, route, method, result.status, result.error, result.latency_s)
-
-    def skipped(self, route: str, method: str, reason: SkipReason) -> None:
-        self.metrics.skipped(route, reason)
-        self.store.record_skip(route, reason)
-
-    # ---- shadow side (its upstream results go to `upstream` too)
-    def _exchange(self, ex: Exchange) -> None:
-        self.metrics.exchange(ex)
-        self.store.record_exchange(ex)
 
     # ---- the live verdict (blocking: SQLite reads and statistics; call it in a thread)
     def judge(self) -> Decision:
@@ -134,14 +111,14 @@ class Sidecar:
 
     def proxy_app(self) -> web.Application:
         app = web.Application(handler_args={"max_field_size": 16 * 1024})
-        handler = ProxyHandler(self.cfg, self.router, self.primary, self.policy, self.dispatcher, self)
+        handler = ProxyHandler(self.core, self.primary)
         app.router.add_route("*", "/{tail:.*}", handler.handle)
         app.on_response_prepare.append(strip_server_defaults)
         return app
 
     def fast_server(self) -> FastServer:
         assert isinstance(self.primary, FastUpstream)
-        handler = FastProxy(self.cfg, self.router, self.primary, self.policy, self.dispatcher, self)
+        handler = FastProxy(self.core, self.primary)
         return FastServer(handler)
 
     def admin_app(self) -> web.Application:

@@ -19,6 +19,7 @@ from shadowproxy import config
 from shadowproxy.breaker import Breaker
 from shadowproxy.compare import compare, field_paths
 from shadowproxy.exchange import Exchange, RequestSnapshot, SkipReason, UpstreamResult
+from shadowproxy.recording import Recorder
 from shadowproxy.tasks import TaskTracker
 from shadowproxy.transport import Upstream
 
@@ -87,30 +88,22 @@ class ShadowPolicy:
         return morsel.value if morsel is not None else None
 
 
-ExchangeSink = Callable[[Exchange], None]
-UpstreamSink = Callable[[str, str, UpstreamResult], None]  # (route, method, result)
-
-
 class ShadowDispatcher:
-    """Bounded concurrent shadow calls; the outcome of each goes to the sinks."""
+    """Bounded concurrent shadow calls; the outcome of each goes to the recorder."""
 
     def __init__(
         self,
         cfg: config.Config,
         shadow: Upstream,
         tracker: TaskTracker,
-        on_exchange: ExchangeSink,
-        on_upstream: UpstreamSink,
-        on_in_flight: Callable[[int], None],
+        recorder: Recorder,
         secondary: Upstream | None = None,
     ) -> None:
         self._cfg = cfg
         self._shadow = shadow
         self._secondary = secondary
         self._tracker = tracker
-        self._on_exchange = on_exchange
-        self._on_upstream = on_upstream
-        self._on_in_flight = on_in_flight
+        self._rec = recorder
         self._max = cfg.shadowing.max_in_flight
         # A shadow call never queues for a connection: the wait would count in the shadow's
         # latency (a 200 ms shadow measured 500 ms behind a full pool), and a queue that
@@ -142,7 +135,7 @@ class ShadowDispatcher:
             return "circuit_open"
         self.in_flight += 1
         self._sending += 1
-        self._on_in_flight(1)
+        self._rec.shadow_in_flight(1)
         self._tracker.spawn(self._run(req, client_host, primary), name=f"shadow {req.request_id}")
         return None
 
@@ -167,7 +160,7 @@ class ShadowDispatcher:
             finally:
                 self._sending -= 1
             self._breaker.record(shadow.error is not None)
-            self._on_upstream(req.route, req.method, shadow)
+            self._rec.upstream(req.route, req.method, shadow)
             if primary_fut.done():  # the usual case: no need for wait_for's timer and shield
                 primary = primary_fut.result()
             else:
@@ -179,10 +172,10 @@ class ShadowDispatcher:
                     )
                     return
             second = await secondary_task if secondary_task is not None else None
-            self._on_exchange(self._judge(req, primary, shadow, second))
+            self._rec.exchange(self._judge(req, primary, shadow, second))
         finally:
             self.in_flight -= 1
-            self._on_in_flight(-1)
+            self._rec.shadow_in_flight(-1)
 
     async def _fetch_secondary(
         self, secondary: Upstream, req: RequestSnapshot, client_host: str | None

@@ -23,6 +23,7 @@ from shadowproxy.evidence import Evidence, Sample
 from shadowproxy.exchange import PARTS, SKIP_REASONS, Exchange, SkipReason
 from shadowproxy.noise import generic_path
 from shadowproxy.redact import Redactor
+from shadowproxy.store_delta import Delta, RouteDelta
 from shadowproxy.store_read import (
     RouteSummary,
     read_evidence,
@@ -33,9 +34,7 @@ from shadowproxy.store_read import (
 from shadowproxy.store_sample import SampleMaker, explain_stored
 from shadowproxy.store_schema import (
     MAX_FIRST_PATHS,
-    Delta,
     PendingSample,
-    RouteDelta,
     StoreError,
     first_paths,
     insert_samples,

@@ -15,7 +15,7 @@ from shadowproxy.responses import error_response
 from shadowproxy.transport import TRANSPORT_ERRORS, Upstream, classify
 
 if TYPE_CHECKING:
-    from shadowproxy.proxy import Recorder
+    from shadowproxy.recording import Recorder
 
 log = logging.getLogger("shadowproxy.websocket")
 

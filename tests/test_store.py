@@ -13,8 +13,9 @@ from shadowproxy.evidence import LATENCY_BUCKETS, Histogram
 from shadowproxy.exchange import Comparison, Exchange, FieldDiff, RequestSnapshot, UpstreamResult
 from shadowproxy.redact import REDACTED, Redactor
 from shadowproxy.store import MAX_NEW_SAMPLES_PER_BATCH, Store, StoreError
+from shadowproxy.store_delta import MAX_FIELD_PATHS, OTHER_FIELD
 from shadowproxy.store_sample import NOT_EXPLAINED
-from shadowproxy.store_schema import MAX_FIELD_PATHS, MAX_FIRST_PATHS, OTHER_FIELD, open_writer
+from shadowproxy.store_schema import MAX_FIRST_PATHS, open_writer
 
 JSON = (("Content-Type", "application/json"),)
 

@@ -1,5 +1,5 @@
 """The primary path on the fast engine: the same steps as proxy.ProxyHandler (shared
-through ProxyCore), on the httptools server and pool instead of aiohttp's."""
+through forwarding.ProxyCore), on the httptools server and pool instead of aiohttp's."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from shadowproxy.fast.server import Connection
 from shadowproxy.fast.tunnel import tunnel
 from shadowproxy.fast.upstream import FastUpstream
 from shadowproxy.fast.wire import Request
-from shadowproxy.proxy import (
+from shadowproxy.forwarding import (
+    Chain,
     ProxyCore,
-    chain,
     client_headers,
     forward_headers,
     log,
@@ -25,39 +25,44 @@ from shadowproxy.proxy import (
 from shadowproxy.responses import error_body, error_headers
 
 
-class FastProxy(ProxyCore[FastUpstream]):
+class FastProxy:
+    def __init__(self, core: ProxyCore, primary: FastUpstream) -> None:
+        self._core = core
+        self._primary = primary
+
     async def __call__(self, req: Request, conn: Connection) -> None:
+        core = self._core
         raw_path, _, query = req.target.partition("?")
-        route = self._router.resolve(raw_path, req.method)
+        route = core.router.resolve(raw_path, req.method)
         method = req.method
         host = req.host
         request_id = request_id_for(req.request_id)
         forwarded = forward_headers(req.headers, req.peer, "http", host, request_id)
 
         if req.upgrade:
-            self._rec.skipped(route, method, "websocket")
-            await tunnel(req, conn, self._primary, forwarded, route, request_id, self._rec)
+            core.rec.skipped(route, method, "websocket")
+            await tunnel(req, conn, self._primary, forwarded, route, request_id, core.rec)
             return
 
-        skip = self._policy.decide(route, method, req.header)
+        skip = core.policy.decide(route, method, req.header)
         body: bytes | None = None
         rest = False
         if skip is None and req.body is not None:
-            body, rest = await read_bounded(req.body.read, self._max_body)
+            body, rest = await read_bounded(req.body.read, core.max_body)
             if rest:
                 skip = "body_too_large"
-        primary_fut = self.shadow_begin(
+        primary_fut = core.shadow_begin(
             skip, route, method, raw_path, query, forwarded, body, request_id, host
         )
 
         data: Body
         if body is not None:
-            data = chain(body, req.body.read) if rest and req.body is not None else body
+            data = Chain(body, req.body.read) if rest and req.body is not None else body
         elif req.body is None:
             data = None
         else:
             # A small body is often all in already: send it as bytes (one write, retryable).
-            data = req.body.take() if req.body.complete else chain(b"", req.body.read)
+            data = req.body.take() if req.body.complete else Chain(b"", req.body.read)
         result: UpstreamResult | None = None
         try:
             status, result = await self._forward(
@@ -65,7 +70,7 @@ class FastProxy(ProxyCore[FastUpstream]):
             )
         finally:
             primary_done(primary_fut, result)
-        self._rec.request(route, method, status)
+        core.rec.request(route, method, status)
 
     async def _forward(
         self,
@@ -87,7 +92,7 @@ class FastProxy(ProxyCore[FastUpstream]):
                 req.method, up.target(path, query), up.headers(forwarded, host), data, up.cfg.timeout_s
             )
         except FAST_ERRORS as e:
-            status, detail, result = self.primary_failed(route, req.method, e, started)
+            status, detail, result = self._core.primary_failed(route, req.method, e, started)
             body = error_body(status, up.name, detail, request_id)
             conn.respond(req, status, HTTPStatus(status).phrase, error_headers(request_id), body)
             return status, result
@@ -96,10 +101,10 @@ class FastProxy(ProxyCore[FastUpstream]):
         whole = resp.whole()
         if whole is not None:
             conn.respond(req, resp.status, resp.reason, headers, whole)
-            size, captured = len(whole), whole[: self._capture] if capture else b""
+            size, captured = len(whole), whole[: self._core.capture] if capture else b""
         else:
             size, captured = await self._stream(req, conn, resp, headers, route, started, capture)
-        result = self.primary_answered(
+        result = self._core.primary_answered(
             route, req.method, resp.status, tuple(resp.headers), captured, size, resp.sent_at
         )
         return resp.status, result
@@ -117,7 +122,7 @@ class FastProxy(ProxyCore[FastUpstream]):
         """Stream a body that has not all arrived: headers first, then chunk by chunk."""
         captured = bytearray()
         size = 0
-        limit = self._capture if capture else 0
+        limit = self._core.capture if capture else 0
         idle_s = self._primary.cfg.timeout_s
         try:
             conn.start(req, resp.status, resp.reason, headers)
@@ -132,7 +137,7 @@ class FastProxy(ProxyCore[FastUpstream]):
             if conn.lost:
                 log.debug("client went away during %s %s after %d bytes", req.method, route, size)
                 raise
-            self.primary_cut(route, req.method, e, started, size)
+            self._core.primary_cut(route, req.method, e, started, size)
             # Headers are already sent: the only honest signal left is to cut the connection.
             conn.abort()
             raise ConnectionResetError("primary failed mid-body") from e

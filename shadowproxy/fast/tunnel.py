@@ -20,13 +20,13 @@ from shadowproxy.fast.client import FAST_ERRORS, request_head
 from shadowproxy.fast.conn import CLOSED, UpstreamError
 from shadowproxy.fast.upstream import FastUpstream
 from shadowproxy.fast.wire import Request
-from shadowproxy.proxy import failed_result
+from shadowproxy.forwarding import failed_result
 from shadowproxy.responses import error_body, error_headers
 from shadowproxy.transport import classify
 
 if TYPE_CHECKING:
     from shadowproxy.fast.server import Connection
-    from shadowproxy.proxy import Recorder
+    from shadowproxy.recording import Recorder
 
 
 async def tunnel(

@@ -1,0 +1,80 @@
+"""The in-memory batch of counts the store adds up between two writes (store_schema
+writes it). Every shadowed request adds to it, so it is compiled in the compiled build.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from shadowproxy.evidence import LATENCY_BUCKETS
+
+# Distinct field paths counted per route; the rest are added up under OTHER_FIELD.
+MAX_FIELD_PATHS = 1000
+OTHER_FIELD = "other"
+
+
+@dataclass(slots=True)
+class LatencyHist:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    sum_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        if not math.isfinite(seconds):
+            return
+        seconds = max(seconds, 0.0)
+        # bisect_left: a value equal to a bound belongs to that bound's bucket (le semantics).
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum_s += seconds
+
+    def add(self, other: LatencyHist) -> None:
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.sum_s += other.sum_s
+
+
+@dataclass(slots=True)
+class RouteDelta:
+    # "requests", "shadowed", "skip:<reason>", "part:<part>", ...: see store.Store.
+    counts: Counter[str] = field(default_factory=Counter)
+    primary: LatencyHist = field(default_factory=LatencyHist)
+    shadow: LatencyHist = field(default_factory=LatencyHist)
+    pairs: dict[int, tuple[float, float]] = field(default_factory=dict)  # reservoir slot -> pair
+    fields: dict[str, list[int]] = field(default_factory=dict)  # path -> [raw, noise]
+
+    def count_field(self, path: str, index: int) -> None:
+        # The batch is bounded like the table: a flood of new paths folds into OTHER_FIELD.
+        if path not in self.fields and len(self.fields) >= MAX_FIELD_PATHS:
+            path = OTHER_FIELD
+        self.fields.setdefault(path, [0, 0])[index] += 1
+
+    def add(self, newer: RouteDelta) -> None:
+        self.counts.update(newer.counts)
+        self.primary.add(newer.primary)
+        self.shadow.add(newer.shadow)
+        self.pairs.update(newer.pairs)  # the newer pair in a slot replaced the older one
+        for path, (raw, noise) in newer.fields.items():
+            if path not in self.fields and len(self.fields) >= MAX_FIELD_PATHS:
+                path = OTHER_FIELD
+            c = self.fields.setdefault(path, [0, 0])
+            c[0] += raw
+            c[1] += noise
+
+
+@dataclass(slots=True)
+class Delta:
+    routes: dict[str, RouteDelta] = field(default_factory=dict)
+    first_at: float | None = None
+
+    def route(self, name: str) -> RouteDelta:
+        d = self.routes.get(name)
+        if d is None:
+            d = self.routes[name] = RouteDelta()
+        return d
+
+    def add(self, newer: Delta) -> None:
+        for name, d in newer.routes.items():
+            self.route(name).add(d)
+        if self.first_at is None:
+            self.first_at = newer.first_at
