@@ -6,7 +6,6 @@ DeepDiff's explanation are slow.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import logging
@@ -143,7 +142,7 @@ def _redacted(u: UpstreamResult, r: Redactor, text: str) -> UpstreamResult:
     body = text.encode()
     # The body is decoded text now: a stale Content-Encoding would make compare decode it again.
     headers = tuple((k, v) for k, v in r.headers(u.headers) if k.lower() != "content-encoding")
-    return dataclasses.replace(u, headers=headers, body=body, body_size=len(body))
+    return u.with_body(headers, body)
 
 
 def _clip(v: Any) -> Any:

@@ -1,0 +1,38 @@
+"""The per-request values (exchange.Value): equal, hashed and shown by their fields like the
+frozen dataclasses they replaced, in the pure and the compiled build alike."""
+
+from shadowproxy.exchange import Comparison, Exchange, RequestSnapshot, UpstreamResult
+
+
+def _result(status: int = 200, body: bytes = b"{}") -> UpstreamResult:
+    return UpstreamResult("shadow", status, (("Content-Type", "application/json"),), body, 0.01, len(body))
+
+
+def test_values_are_equal_and_hash_alike_by_their_fields() -> None:
+    assert _result() == _result() and hash(_result()) == hash(_result())
+    assert _result() != _result(status=500) and _result() != _result(body=b"[]")
+    assert len({_result(), _result(), _result(status=500)}) == 2
+    # Same field values, another kind of value: not equal.
+    assert Comparison(match=True) == Comparison.equal() and Comparison(match=True) != _result()
+
+
+def test_repr_names_every_field() -> None:
+    shown = repr(Comparison(match=False, parts=("status",)))
+    assert shown == (
+        "Comparison(match=False, parts=('status',), fields=(), body_mode='identical', hashed_only=False)"
+    )
+
+
+def test_times_default_to_now_and_keep_a_given_one() -> None:
+    req = RequestSnapshot("GET", "/p", "", (), b"", "id-1", "pitches")
+    assert req.received_at > 0
+    assert RequestSnapshot("GET", "/p", "", (), b"", "id-1", "pitches", received_at=5.0).received_at == 5.0
+    ex = Exchange(req, _result(), _result(), Comparison.equal(), at=7.0)
+    assert ex.at == 7.0 and ex == Exchange(req, _result(), _result(), Comparison.equal(), at=7.0)
+
+
+def test_with_body_keeps_the_rest_of_the_answer() -> None:
+    cut = UpstreamResult("shadow", 200, (), b"{", 0.2, body_size=900, truncated=True)
+    whole = cut.with_body((("X", "1"),), b"{}")
+    assert (whole.headers, whole.body, whole.body_size) == ((("X", "1"),), b"{}", 2)
+    assert (whole.backend, whole.status, whole.latency_s, whole.truncated) == ("shadow", 200, 0.2, True)
