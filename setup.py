@@ -44,6 +44,7 @@ COMPILED = [
     "shadowproxy/store_delta.py",
     "shadowproxy/tasks.py",
     "shadowproxy/transport.py",
+    "shadowproxy/value.py",
 ]
 
 

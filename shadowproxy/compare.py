@@ -14,7 +14,8 @@ import json
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 import orjson
 from deepdiff import DeepDiff
@@ -23,7 +24,7 @@ from shadowproxy import decode, jsondiff, noise
 from shadowproxy.config import CompareRules
 from shadowproxy.exchange import BodyMode, Comparison, DiffKind, FieldDiff, Headers, Part, UpstreamResult
 from shadowproxy.jsondiff import BodyRules
-from shadowproxy.record import record
+from shadowproxy.value import Value
 
 log = logging.getLogger("shadowproxy.compare")
 
@@ -70,8 +71,10 @@ _AROUND_SEPARATORS = re.compile(r"\s*([,;=])\s*")
 _NAME_CACHE_MAX = 512
 
 
-@record
+@dataclass(frozen=True, slots=True)
 class _Compiled:
+    """The rules of one route, prepared once (cached by compiled_rules)."""
+
     body: BodyRules
     headers: frozenset[str] | None  # None: every header that is not ignored ("*")
     ignored_headers: frozenset[str]
@@ -229,22 +232,33 @@ def _header_diffs(primary: Headers, shadow: Headers, c: _Compiled) -> list[Field
 # --------------------------------------------------------------------------- bodies
 
 
-@record
-class _Body:
-    mode: BodyMode
-    diffs: list[FieldDiff]
-    hashed_only: bool = False
+class _Body(Value):
+    __match_args__ = ("mode", "diffs", "hashed_only")
+
+    def __init__(self, mode: BodyMode, diffs: list[FieldDiff], hashed_only: bool = False) -> None:
+        self.mode: Final = mode
+        self.diffs: Final = diffs
+        self.hashed_only: Final = hashed_only
 
 
-@record
-class _Side:
+class _Side(Value):
     """One body, decoded and classified."""
 
-    result: UpstreamResult
-    decoded: decode.Decoded
-    media: str
-    charset: str | None
-    kind: decode.MediaKind
+    __match_args__ = ("result", "decoded", "media", "charset", "kind")
+
+    def __init__(
+        self,
+        result: UpstreamResult,
+        decoded: decode.Decoded,
+        media: str,
+        charset: str | None,
+        kind: decode.MediaKind,
+    ) -> None:
+        self.result: Final = result
+        self.decoded: Final = decoded
+        self.media: Final = media
+        self.charset: Final = charset
+        self.kind: Final = kind
 
     @staticmethod
     def of(r: UpstreamResult, limit: int, heads: tuple[str | None, str | None] | None = None) -> _Side:

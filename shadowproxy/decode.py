@@ -10,11 +10,11 @@ import hashlib
 import itertools
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Literal
+from typing import Final, Literal
 
 import brotli
 
-from shadowproxy.record import record
+from shadowproxy.value import Value
 
 MediaKind = Literal["json", "text", "binary"]
 
@@ -41,11 +41,13 @@ class DecodeError(Exception):
     pass
 
 
-@record
-class Decoded:
-    data: bytes  # decoded bytes, at most the limit asked for
-    over: bool = False  # the decoded body is larger than the limit (data is its first bytes)
-    error: str = ""  # why decoding failed; data then holds the bytes as received
+class Decoded(Value):
+    __match_args__ = ("data", "over", "error")
+
+    def __init__(self, data: bytes, over: bool = False, error: str = "") -> None:
+        self.data: Final = data  # decoded bytes, at most the limit asked for
+        self.over: Final = over  # the decoded body is larger than the limit (data is its first bytes)
+        self.error: Final = error  # why decoding failed; data then holds the bytes as received
 
 
 def codings(content_encoding: str | None) -> tuple[str, ...]:

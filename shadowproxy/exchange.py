@@ -6,9 +6,9 @@ Nothing here does I/O; every other module may import this one.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, Final, Literal
 
-from shadowproxy.record import record
+from shadowproxy.value import Value
 
 # Raw header pairs in wire order; repeated names (Set-Cookie) stay repeated.
 Headers = tuple[tuple[str, str], ...]
@@ -31,32 +31,6 @@ Part = Literal["status", "headers", "body"]
 PARTS: tuple[Part, ...] = ("status", "headers", "body")
 DiffKind = Literal["changed", "type_changed", "missing", "extra", "order"]
 BodyMode = Literal["identical", "json", "text", "binary", "hash_only", "empty"]
-
-
-class Value:
-    """The values built for every request: compared, hashed and shown by the fields that
-    `__match_args__` names, like a frozen dataclass. Written out, not @dataclass or
-    @record: compiled, either one's generated __init__ stays interpreted, and a native
-    class with its own builds and reads in a twelfth of the instructions (callgrind,
-    9 fields: 490 against 6,360 to build one and read four). "Frozen" is each field's
-    Final: a promise the type checker keeps."""
-
-    __match_args__: ClassVar[tuple[str, ...]] = ()
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple([getattr(self, name) for name in self.__match_args__])
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self) or not isinstance(other, Value):
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        shown = ", ".join([f"{name}={getattr(self, name)!r}" for name in self.__match_args__])
-        return f"{type(self).__name__}({shown})"
 
 
 class RequestSnapshot(Value):
@@ -174,15 +148,17 @@ class UpstreamResult(Value):
         return next((v for k, v in self.headers if k.lower() == lname), None)
 
 
-@record
-class FieldDiff:
+class FieldDiff(Value):
     """One difference. `path` is a JSON path (`$.data[3].title`), `header:<name>`,
     `status`, `body` (non-JSON bodies) or `line:<n>` for text bodies."""
 
-    path: str
-    kind: DiffKind
-    primary: Any = None
-    shadow: Any = None
+    __match_args__ = ("path", "kind", "primary", "shadow")
+
+    def __init__(self, path: str, kind: DiffKind, primary: Any = None, shadow: Any = None) -> None:
+        self.path: Final = path
+        self.kind: Final = kind
+        self.primary: Final = primary
+        self.shadow: Final = shadow
 
 
 class Comparison(Value):

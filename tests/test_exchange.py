@@ -1,4 +1,4 @@
-"""The per-request values (exchange.Value): equal, hashed and shown by their fields like the
+"""The per-request values (value.Value): equal, hashed and shown by their fields like the
 frozen dataclasses they replaced, in the pure and the compiled build alike."""
 
 from shadowproxy.exchange import Comparison, Exchange, RequestSnapshot, UpstreamResult
