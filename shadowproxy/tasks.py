@@ -21,9 +21,16 @@ class TaskTracker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._on_failure = on_failure
         self.failures = 0
+        # The loop of the first spawn until drain(): the tasks of one tracker run on one loop
+        # (drain awaits them together). Held because Python 3.11's get_running_loop() makes
+        # a getpid syscall each time, and the shadow side spawns once per request.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        task = loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
@@ -44,6 +51,7 @@ class TaskTracker:
 
     async def drain(self, timeout_s: float) -> int:
         """Wait up to `timeout_s` for running tasks, cancel the rest; return how many were cancelled."""
+        self._loop = None  # a tracker drained may serve another loop next
         if not self._tasks:
             return 0
         _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)

@@ -53,6 +53,9 @@ class Pool:
         self._total = 0  # live plus connecting: what the limit counts
         self._waiters: deque[asyncio.Future[Conn | None]] = deque()
         self.closed = False
+        # Held, not asked for per request: Python 3.11's get_running_loop() makes a getpid
+        # syscall (a fork check) every time, and this path asked four times per request.
+        self._loop = asyncio.get_running_loop()
 
     async def request(
         self,
@@ -73,7 +76,7 @@ class Pool:
             async with asyncio.timeout(timeout_s):
                 return await self._streamed(method, head, body)
         # The hot path, kept flat (no nested coroutines): two of these run per proxied request.
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         deadline = None if timeout_s is None else loop.time() + timeout_s
         for attempt in (0, 1):
             conn, reused = self._idle_conn(), True
@@ -124,7 +127,7 @@ class Pool:
         """A fresh connection outside the pool and its limit (an upgrade tunnel owns it)."""
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                _, proto = await asyncio.get_running_loop().create_connection(
+                _, proto = await self._loop.create_connection(
                     factory,
                     self._host,
                     self._port,
@@ -180,7 +183,7 @@ class Pool:
         idle = self._idle
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         while idle:
             conn = idle.pop()
             if not conn.closed:
@@ -196,7 +199,7 @@ class Pool:
         if self._total < self._max:
             self._total += 1
             return await self._connect(), False
-        waiter: asyncio.Future[Conn | None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Conn | None] = self._loop.create_future()
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(self._connect_timeout_s):
