@@ -1,6 +1,8 @@
 """The per-request values (value.Value): equal, hashed and shown by their fields like the
 frozen dataclasses they replaced, in the pure and the compiled build alike."""
 
+import pytest
+
 from shadowproxy.exchange import Comparison, Exchange, RequestSnapshot, UpstreamResult
 
 
@@ -36,3 +38,24 @@ def test_with_body_keeps_the_rest_of_the_answer() -> None:
     whole = cut.with_body((("X", "1"),), b"{}")
     assert (whole.headers, whole.body, whole.body_size) == ((("X", "1"),), b"{}", 2)
     assert (whole.backend, whole.status, whole.latency_s, whole.truncated) == ("shadow", 200, 0.2, True)
+
+
+def test_match_args_name_every_constructor_field() -> None:
+    # Equality, hash and repr see only what __match_args__ names: a field added to an
+    # __init__ and not there would silently drop out of all three.
+    import inspect
+
+    from shadowproxy import compare, decode, exchange, value
+
+    classes = [
+        c
+        for m in (exchange, compare, decode)
+        for c in vars(m).values()
+        if isinstance(c, type) and issubclass(c, value.Value) and c.__module__ == m.__name__
+    ]
+    assert len(classes) == 8
+    for cls in classes:
+        params = list(inspect.signature(cls.__init__).parameters)[1:]
+        if params == ["args", "kwargs"]:
+            pytest.skip("compiled __init__ has no signature to read; the pure run checks this")
+        assert list(cls.__match_args__) == params, cls.__name__
