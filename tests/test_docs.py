@@ -88,3 +88,11 @@ def test_the_ci_script_runs_the_readme_test_command():
     assert "make test" in ci and "make bench-smoke" in ci
     for pkg in ("prometheus", "chromium", "nginx", "wrk"):
         assert pkg in ci
+
+
+def test_the_image_compiles_with_the_mypy_ci_tests() -> None:
+    # mypyc writes the compiled build's C: another mypy can change what the image runs.
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    tested = re.findall(r'"(mypy[<>=!~][^"]*)"', pyproject)
+    built = re.findall(r'"(mypy[<>=!~][^"]*)"', DOCKERFILE)
+    assert len(tested) == 1 and built == tested
