@@ -17,7 +17,8 @@ from setuptools import setup
 # shadow dispatch, compare, and the metrics and store tallies. Not here: app (its async
 # generator cannot be compiled), the aiohttp engine (proxy, websocket: the fast engine is
 # the one that must be fast) and everything off the request path (config, gate, reports),
-# where compiling buys nothing.
+# where compiling buys nothing. store_pairs is not on the request path, but the writer
+# thread runs it holding the GIL the event loop waits for.
 COMPILED = [
     "shadowproxy/breaker.py",
     "shadowproxy/compare.py",
@@ -42,6 +43,7 @@ COMPILED = [
     "shadowproxy/shadow.py",
     "shadowproxy/store.py",
     "shadowproxy/store_delta.py",
+    "shadowproxy/store_pairs.py",
     "shadowproxy/tasks.py",
     "shadowproxy/transport.py",
     "shadowproxy/value.py",
