@@ -41,22 +41,25 @@ def _pack(arr: array[float]) -> bytes:
 def write_pairs(conn: sqlite3.Connection, route: str, pairs: dict[int, tuple[float, float]]) -> None:
     """Put each pair in its reservoir slot; the caller holds the transaction, so another
     process's writer cannot change a block between our read and our write."""
-    # This runs in the writer thread holding the GIL the event loop needs: a flush of a few
-    # thousand pairs stalled the loop 3-6 ms every flush, and that was the equal case's p99.
-    # So one cheap pass per pair, and the rest per block.
+    # The writer thread runs this on the GIL the event loop needs, with a few thousand pairs
+    # per flush under load: one cheap pass per pair, the rest per block.
+    if not pairs:
+        return
     top: dict[int, int] = {}  # block -> the highest slot written in it
     for slot in pairs:
         block = slot // PAIR_BLOCK
         if top.get(block, -1) < slot:
             top[block] = slot
-    # One query for the route's blocks, not one per block: each SQLite call hands the GIL
-    # to the event loop and back, and a hand-off on a busy machine can take milliseconds.
-    stored = {
-        block: blob
-        for block, blob in conn.execute(
-            "SELECT block, pairs FROM latency_pair_blocks WHERE route = ?", (route,)
+    # One statement for the blocks in range, not one per block (79 with the default
+    # reservoir): each statement gives the GIL to the event loop and takes it back, and on a
+    # busy machine a hand-off can take milliseconds. While the reservoir fills, the range is
+    # a block or two; once it is full, replacements land everywhere and need most of them.
+    stored = dict(
+        conn.execute(
+            "SELECT block, pairs FROM latency_pair_blocks WHERE route = ? AND block BETWEEN ? AND ?",
+            (route, min(top), max(top)),
         ).fetchall()
-    }
+    )
     blocks: dict[int, array[float]] = {}
     for block, last in top.items():
         blob = stored.get(block)
