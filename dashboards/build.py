@@ -345,6 +345,7 @@ def overview() -> Json:
         ),
     )
     upstream = "shadowproxy_upstream_requests_total"
+    loop_lag = rate("shadowproxy_event_loop_lag_seconds_bucket", route=False)
     all_calls = rate(upstream)
     traffic = Row(
         "Traffic and errors",
@@ -416,6 +417,21 @@ def overview() -> Json:
                 ),
                 "ops",
                 description="Anything here means samples and counts are incomplete.",
+            ),
+            Panel(
+                "Event loop lag p99 per process",
+                (
+                    Target(
+                        f"histogram_quantile(0.99, {sum_by('le, instance', loop_lag)})",
+                        "{{instance}}",
+                    ),
+                ),
+                "s",
+                description=(
+                    "How late each proxy process ran a 10 ms timer: time every request in flight "
+                    "waited for the proxy itself, not a backend. Its clock counts whole "
+                    "milliseconds: below 2 ms is noise."
+                ),
             ),
         ),
     )
