@@ -19,7 +19,7 @@ from shadowproxy.fast.server import FastServer
 from shadowproxy.fast.upstream import FastUpstream
 from shadowproxy.forwarding import ProxyCore
 from shadowproxy.gate import Decision, evaluate
-from shadowproxy.loopwatch import watch
+from shadowproxy.loopwatch import LoopWatch
 from shadowproxy.metrics import VERDICT_VALUES, Metrics
 from shadowproxy.proxy import ProxyHandler, strip_server_defaults
 from shadowproxy.recording import Recorder
@@ -57,7 +57,7 @@ class Sidecar:
         self.ready = False
         self._verdicts: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._watch: asyncio.Task[None] | None = None
+        self._watch = LoopWatch(self.metrics.loop_lag)
         self._housekeeping = TaskTracker(on_failure=self.metrics.task_failed)
 
     # ---- the live verdict (blocking: SQLite reads and statistics; call it in a thread)
@@ -75,7 +75,7 @@ class Sidecar:
         # Its own tracker: `tracker` holds shadow work, which drains; this loop never ends.
         self._verdicts = self._housekeeping.spawn(self._refresh_verdicts(), name="verdict refresh")
         self._flusher = self._housekeeping.spawn(self._flush_metrics(), name="metrics flush")
-        self._watch = self._housekeeping.spawn(watch(self.metrics.loop_lag), name="event loop watch")
+        self._watch.start()
         self.ready = True
 
     async def _flush_metrics(self) -> None:
@@ -97,7 +97,8 @@ class Sidecar:
 
     async def stop(self, drain_timeout_s: float) -> None:
         self.ready = False
-        for task in (self._verdicts, self._flusher, self._watch):
+        self._watch.stop()
+        for task in (self._verdicts, self._flusher):
             if task is not None:
                 task.cancel()
         await self._housekeeping.drain(1.0)
