@@ -117,6 +117,18 @@ def _child(cache: dict[K, M], metric: M, key: K) -> M:
     return child
 
 
+def _pending(bounds: tuple[float, ...]) -> list[float]:
+    """A histogram's observations waiting for a flush: a count per bucket (+Inf last),
+    then their sum. _observe adds to it, _add_to_histogram hands it on."""
+    return [0.0] * (len(bounds) + 2)
+
+
+def _observe(pending: list[float], bounds: tuple[float, ...], value: float) -> None:
+    # bisect_left: a value equal to a bound is in that bound's bucket, as observe() has it.
+    pending[bisect.bisect_left(bounds, value)] += 1
+    pending[-1] += value
+
+
 def _add_to_histogram(hist: Histogram, pending: list[float]) -> None:
     """Add a batch of observations (count per bucket, then their sum) to a histogram child.
 
@@ -288,7 +300,7 @@ class Metrics:
         self._p_parts: dict[tuple[str, str, Part], int] = {}
         self._p_fields: dict[tuple[str, str], int] = {}
         self._p_in_flight = 0  # the gauge's change since the last flush
-        self._p_lag = [0.0] * (len(LOOP_LAG_BUCKETS) + 2)  # bucket counts, then the sum
+        self._p_lag = _pending(LOOP_LAG_BUCKETS)
 
     # ------------------------------------------------------------------ hot path
     # Per-request counts wait here as plain numbers and reach prometheus_client in batches
@@ -321,10 +333,8 @@ class Metrics:
             hkey = (backend, route, method)
             h = self._p_dur.get(hkey)
             if h is None:
-                h = self._p_dur[hkey] = [0.0] * (len(LATENCY_BUCKETS) + 2)
-            # bisect_left: a value equal to a bound is in that bound's bucket, as observe() has it.
-            h[bisect.bisect_left(LATENCY_BUCKETS, duration_s)] += 1
-            h[-1] += duration_s
+                h = self._p_dur[hkey] = _pending(LATENCY_BUCKETS)
+            _observe(h, LATENCY_BUCKETS, duration_s)
 
     def skipped(self, route: str, reason: SkipReason) -> None:
         key = (route, reason)
@@ -363,7 +373,7 @@ class Metrics:
         fields, self._p_fields = self._p_fields, {}
         for key2, n in fields.items():
             _child(self._field_children, self._fields, key2).inc(n)
-        lag, self._p_lag = self._p_lag, [0.0] * (len(LOOP_LAG_BUCKETS) + 2)
+        lag, self._p_lag = self._p_lag, _pending(LOOP_LAG_BUCKETS)
         if any(lag):
             _add_to_histogram(self._loop_lag, lag)
         in_flight, self._p_in_flight = self._p_in_flight, 0
@@ -459,9 +469,7 @@ class Metrics:
     def loop_lag(self, seconds: float) -> None:
         """Fits loopwatch.LoopWatch(observe=...); batched like the rest (observe() is
         interpreted and takes a lock, 100 times a second)."""
-        h = self._p_lag
-        h[bisect.bisect_left(LOOP_LAG_BUCKETS, seconds)] += 1
-        h[-1] += seconds
+        _observe(self._p_lag, LOOP_LAG_BUCKETS, seconds)
 
     def task_failed(self, exc: BaseException) -> None:
         """Fits tasks.TaskTracker(on_failure=...)."""
