@@ -62,10 +62,15 @@ def _norm(name: str) -> str:
 
 class Redactor:
     def __init__(self, cfg: config.Redact) -> None:
+        self._cfg = cfg
         self._headers = ALWAYS_HEADERS | {h.lower() for h in cfg.headers}
         self._words = tuple(w for w in {_norm(f) for f in cfg.fields} if w)
         # Bodies repeat the same few keys; the cache keeps the substring scan off the profile.
         self.is_secret_name: Callable[[str], bool] = functools.lru_cache(maxsize=4096)(self._is_secret_name)
+
+    def __reduce__(self) -> tuple[type, tuple[config.Redact]]:
+        # Sent to the store's writer process; the lru_cache wrapper does not pickle.
+        return (Redactor, (self._cfg,))
 
     def _is_secret_name(self, name: str) -> bool:
         n = _norm(name)

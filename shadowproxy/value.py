@@ -30,6 +30,11 @@ class Value:
     def __hash__(self) -> int:
         return hash(self._values())
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        # The store's writer process gets exchanges pickled; a compiled class's default
+        # reduction calls __init__ with no arguments.
+        return (type(self), self._values())
+
     def __repr__(self) -> str:
         shown = ", ".join([f"{name}={getattr(self, name)!r}" for name in self.__match_args__])
         return f"{type(self).__name__}({shown})"

@@ -1,9 +1,11 @@
 """The per-request values (value.Value): equal, hashed and shown by their fields like the
 frozen dataclasses they replaced, in the pure and the compiled build alike."""
 
+import pickle
+
 import pytest
 
-from shadowproxy.exchange import Comparison, Exchange, RequestSnapshot, UpstreamResult
+from shadowproxy.exchange import Comparison, Exchange, FieldDiff, RequestSnapshot, UpstreamResult
 
 
 def _result(status: int = 200, body: bytes = b"{}") -> UpstreamResult:
@@ -38,6 +40,14 @@ def test_with_body_keeps_the_rest_of_the_answer() -> None:
     whole = cut.with_body((("X", "1"),), b"{}")
     assert (whole.headers, whole.body, whole.body_size) == ((("X", "1"),), b"{}", 2)
     assert (whole.backend, whole.status, whole.latency_s, whole.truncated) == ("shadow", 200, 0.2, True)
+
+
+def test_values_survive_the_pickle_that_takes_them_to_the_store_writer() -> None:
+    req = RequestSnapshot("POST", "/p", "a=1", (("X", "1"),), b"{}", "id-1", "pitches", received_at=3.0)
+    cmp = Comparison(match=False, parts=("body",), fields=(FieldDiff("$.a", "changed", 1, [2]),))
+    ex = Exchange(req, _result(), _result(500), cmp, secondary=_result(), noise_paths=("$.t",), at=7.0)
+    back = pickle.loads(pickle.dumps(ex))
+    assert back == ex and type(back.request) is RequestSnapshot and back.comparison.fields[0].shadow == [2]
 
 
 def test_match_args_name_every_constructor_field() -> None:

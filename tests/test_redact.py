@@ -1,4 +1,5 @@
 import json
+import pickle
 
 import pytest
 
@@ -159,3 +160,11 @@ def test_text_leaves_plain_text_alone() -> None:
 )
 def test_field_diff_values(path: str, value: object, expected: object) -> None:
     assert R.value(path, value) == expected
+
+
+def test_a_redactor_sent_to_the_store_writer_hides_the_same_things() -> None:
+    r = Redactor(config.Redact(headers=("X-Tenant",), fields=("pin",)))
+    back = pickle.loads(pickle.dumps(r))
+    shown = back.headers((("X-Tenant", "t1"), ("Accept", "*/*")))
+    assert shown == (("X-Tenant", REDACTED), ("Accept", "*/*"))
+    assert json.loads(back.body('{"pin": "1234", "ok": 1}', "application/json")) == {"pin": REDACTED, "ok": 1}
