@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/python -m pytest -q
 
 # The compiled build (setup.py) in a copy of the tree, never in place: a stale .so beside an
 # edited .py would shadow it. Recompiled (about a minute) only when a package file changed;
@@ -45,7 +45,7 @@ compiled: $(COMPILED)/.built
 	$(COPY) --exclude=./shadowproxy . | tar -xf - -C $(COMPILED)
 
 test-compiled: compiled
-	cd $(COMPILED) && SHADOWPROXY_EXPECT_COMPILED=1 $(CURDIR)/$(BIN)/pytest -q -p no:cacheprovider
+	cd $(COMPILED) && SHADOWPROXY_EXPECT_COMPILED=1 $(CURDIR)/$(BIN)/python -m pytest -q -p no:cacheprovider
 
 bench: compiled
 	$(BIN)/python -m bench.run --tree $(COMPILED)

@@ -1,10 +1,11 @@
 """How late the event loop runs: the time a request may wait for the proxy itself.
 
-Everything a process does shares one event loop, and the store's writer thread shares its
-GIL: when either holds on too long, every request in flight waits, and nothing in the
-upstream latencies shows it. A timer that should fire every `interval_s` measures how
-late it fires. Under `make bench`'s load on 2 cores, a probe like it showed 3-6 ms stalls
-twice a second, at the store's flush cadence: enough to move a p99.
+Everything a process does shares one event loop, and every thread of it the GIL: when
+anything holds on too long, every request in flight waits, and nothing in the upstream
+latencies shows it. A timer that should fire every `interval_s` measures how late it
+fires. Under `make bench`'s load on 2 cores, a probe like it showed 3-6 ms stalls twice a
+second, at the store's flush cadence, while the store wrote from a thread: enough to move
+a p99. Its writer is a process of its own now (store_writer.py).
 """
 
 from __future__ import annotations

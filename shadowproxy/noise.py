@@ -13,9 +13,9 @@ from shadowproxy.config import Noise
 from shadowproxy.evidence import FieldCount, SuggestedIgnore
 
 
-# Per mismatching pair, the store, its writer thread and the metrics each ask for every
-# field's generic path; parsing it cost ~30 us a pair, and in the writer it held the GIL the
-# event loop needed (mismatch p99 33-40 ms). A route's paths repeat, so a bounded cache.
+# Per mismatching pair, the store, its writer and the metrics each ask for every field's
+# generic path; parsing it cost ~30 us a pair, and in the writer (a thread then) it held the
+# GIL the event loop needed (mismatch p99 33-40 ms). A route's paths repeat: a bounded cache.
 @functools.lru_cache(maxsize=4096)
 def generic_path(path: str) -> str:
     """`$.data[3].updated_at` -> `$.data[*].updated_at`, usable as an `ignore` rule.

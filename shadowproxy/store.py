@@ -2,8 +2,9 @@
 
 The event loop only touches memory: each `record_*` adds to a batch under a lock held
 for microseconds, and mismatches are queued (bounded; over the bound they are dropped and
-counted). A writer thread swaps the batch out every `flush_interval_s`, does the slow
-work (decoding, redaction, DeepDiff's explanation) and writes it in one transaction.
+counted). A shipper thread swaps the batch out every `flush_interval_s` and hands it to
+the writer process (store_writer.py), which does the slow work (decoding, redaction,
+DeepDiff's explanation, SQLite) on a GIL of its own and writes it in one transaction.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import logging
 import math
 import random
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -31,29 +31,17 @@ from shadowproxy.store_read import (
     read_samples,
     read_summaries,
 )
-from shadowproxy.store_sample import SampleMaker, explain_stored
-from shadowproxy.store_schema import (
-    MAX_FIRST_PATHS,
-    PendingSample,
-    StoreError,
-    first_paths,
-    insert_samples,
-    open_writer,
-    write_delta,
-)
+from shadowproxy.store_sample import explain_stored
+from shadowproxy.store_schema import MAX_FIRST_PATHS, StoreError, open_writer
+from shadowproxy.store_writer import MAX_NEW_SAMPLES_PER_BATCH, Batch, WriterGone, WriterProcess, Written
 
 __all__ = ["RouteSummary", "Store", "StoreError"]
 
 log = logging.getLogger("shadowproxy.store")
 
 MiB = 1024 * 1024
-# Per route and batch, the newest samples that get DeepDiff's explanation (see _plan).
 _PART_KEYS = {p: f"part:{p}" for p in PARTS}
 DROP_QUEUE_FULL = "store_queue_full"
-# Preparing a sample (decode, redact) costs ~0.6 ms of the GIL the event loop needs; with
-# every pair mismatching, 50 per route per batch held the loop for ~30 ms (the mismatch
-# p99). The newest few per batch keep the stored set fresh; firsts of a path always go in.
-MAX_NEW_SAMPLES_PER_BATCH = 10
 _SKIP_KEYS: dict[str, str] = {r: f"skip:{r}" for r in SKIP_REASONS}
 
 
@@ -101,9 +89,9 @@ class Store:
         self._stopping = False
         self._closed = False
         self._writer: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._unwritten: Delta | None = None
-        self._maker: SampleMaker | None = None
+        self._child = WriterProcess(path, cfg, redactor, rules_for)
+        # The writer holds counts it failed to write: ship even an empty batch to retry them.
+        self._unwritten = False
         self.internal_errors = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -111,12 +99,16 @@ class Store:
     def start(self) -> None:
         if self._writer is not None:
             return
+        # Here, not only in the writer: a bad path or an old schema fails in the caller.
         conn = open_writer(self.path)
-        seen = conn.execute("SELECT route, value FROM counters WHERE name = 'pairs_seen'").fetchall()
+        try:
+            seen = conn.execute("SELECT route, value FROM counters WHERE name = 'pairs_seen'").fetchall()
+        finally:
+            conn.close()
         with self._lock:
             for route, n in seen:
                 self._pairs_seen[route] = self._pairs_seen.get(route, 0) + n
-        self._conn = conn
+        self._child.start()
         self._writer = threading.Thread(target=self._run, name="shadowproxy-store", daemon=True)
         self._writer.start()
 
@@ -129,9 +121,6 @@ class Store:
             self._cond.notify_all()
         if self._writer is not None:
             self._writer.join()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
     def flush(self) -> None:
         with self._cond:
@@ -298,101 +287,54 @@ class Store:
             return s
         return dataclasses.replace(s, explanation=explain_stored(s, self._rules_for, self._redactor))
 
-    # ------------------------------------------------------------------ writer thread
+    # ------------------------------------------------------------------ shipper thread
 
     def _run(self) -> None:
-        self._maker = SampleMaker(self._cfg, self._redactor, self._rules_for)
         while True:
             with self._cond:
                 if not self._stopping and self._flush_requested == self._flush_done:
                     self._cond.wait(timeout=self._cfg.flush_interval_s)
                 target, stopping = self._flush_requested, self._stopping
             try:
-                self._write_once()
+                self._ship()
             except Exception as e:
                 log.error("store: writing a batch failed (%s)", type(e).__name__)
+            if stopping:
+                _relay(self._child.stop())
             with self._cond:
                 self._flush_done = target
                 self._cond.notify_all()
             if stopping:
-                if self._unwritten is not None:
-                    log.error("store: closing with counts that could not be written to %s", self.path)
                 return
 
-    def _write_once(self) -> None:
-        conn = self._conn
-        assert conn is not None
+    def _ship(self) -> None:
+        """Hand the batch to the writer process and wait until it is on disk."""
         with self._lock:
             delta, self._pending = self._pending, Delta()
             firsts, self._firsts = self._firsts, []
             newest, self._newest = self._newest, {}
             self._queued = self._queued_bytes = 0
-        queued = [ex for _, ex in sorted([*firsts, *(x for ring in newest.values() for x in ring)])]
-        if self._unwritten is not None:
-            self._unwritten.add(delta)
-            delta, self._unwritten = self._unwritten, None
-        if not delta.routes and not queued:
+        queued = tuple(ex for _, ex in sorted([*firsts, *(x for ring in newest.values() for x in ring)]))
+        if not delta.routes and not queued and not self._unwritten:
             return
-        samples: list[PendingSample] | None = None
         try:
-            samples = self._plan(conn, queued, delta)
-            conn.execute("BEGIN IMMEDIATE")
-            write_delta(conn, delta)
-            insert_samples(conn, samples, self._cfg.samples_per_route)
-            conn.execute("COMMIT")
-        except Exception as e:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            lost = [x.request.route for x in queued] if samples is None else [p.sample.route for p in samples]
-            for route in lost:
-                delta.route(route).counts["samples_dropped"] += 1
-            # Locked, busy, disk full: the next attempt may succeed. Anything else would fail
-            # again and, kept, would hold every later count back with it.
-            if isinstance(e, sqlite3.OperationalError):
-                log.error("store: write to %s failed (%s); counts kept for the next attempt", self.path, e)
-                self._unwritten = delta
-            else:
-                log.error("store: write to %s failed (%s); this batch is lost", self.path, type(e).__name__)
+            reply = self._child.write(Batch(delta, queued))
+        except WriterGone as e:
+            self._unwritten = False
+            log.error(
+                "store: the writer process ended (%s); a batch of %d routes' counts is lost, "
+                "a new writer takes the next",
+                e,
+                len(delta.routes),
+            )
+            return
+        self._unwritten = reply.unwritten
+        _relay(reply)
 
-    def _plan(self, conn: sqlite3.Connection, queued: list[Exchange], delta: Delta) -> list[PendingSample]:
-        """Prepare only the samples that will survive this batch: the newest N per route
-        and each first of a field path (the rest would be evicted at once).
 
-        DeepDiff's explanation costs milliseconds of CPU and the GIL the event loop needs,
-        so in a burst only the firsts of a path and the newest few per route get one."""
-        per_route: dict[str, int] = {}
-        for ex in queued:
-            per_route[ex.request.route] = per_route.get(ex.request.route, 0) + 1
-        maker = self._maker
-        assert maker is not None
-        known: dict[str, set[str]] = {}
-        seen: dict[str, int] = {}
-        out: list[PendingSample] = []
-        for ex in queued:
-            route = ex.request.route
-            paths = known.get(route)
-            if paths is None:
-                paths = known[route] = first_paths(conn, route)
-            new: list[str] = []
-            fields = ex.comparison.fields if ex.comparison is not None else ()
-            # First-of-path is about the field, not the element: `$.items[3].price` and
-            # `$.items[7].price` are one field, and `line:12` one kind of text difference.
-            for p in dict.fromkeys(generic_path(f.path) for f in fields):
-                if p not in paths and len(paths) < MAX_FIRST_PATHS:
-                    paths.add(p)
-                    new.append(p)
-            seen[route] = i = seen.get(route, 0) + 1
-            newer = per_route[route] - i  # later mismatches of this route in this batch
-            if not new and newer >= min(self._cfg.samples_per_route, MAX_NEW_SAMPLES_PER_BATCH):
-                continue
-            try:
-                # Explained now only when it is the first of a field path (bounded per route
-                # for good); the rest on demand, when a person reads one (explained()).
-                sample = maker.make(ex, explain=bool(new))
-            except Exception as e:
-                # The type only: an exception's text may quote the unredacted exchange.
-                log.error("store: preparing a %s sample failed (%s); dropped", route, type(e).__name__)
-                delta.route(route).counts["samples_dropped"] += 1
-                continue
-            out.append(PendingSample(sample, tuple(new)))
-        return out
+def _relay(reply: Written | None) -> None:
+    """Log what the writer process logged, through this process's handlers."""
+    if reply is None:
+        return
+    for line in reply.logs:
+        logging.getLogger(line.logger).log(line.level, "%s", line.message)

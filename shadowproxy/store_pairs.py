@@ -2,8 +2,8 @@
 
 A block row holds PAIR_BLOCK consecutive reservoir slots as interleaved little-endian
 float64s (NaN for a slot not filled yet). One row per pair meant a B-tree write per
-shadowed request in the writer thread, and every row's GIL hand-off stalled the event
-loop: `make bench`'s equal case lost ~10% throughput and p99 went from 3.5 to 6 ms.
+shadowed request in the writer (a thread then), and every row's GIL hand-off stalled the
+event loop: `make bench`'s equal case lost ~10% throughput and p99 went from 3.5 to 6 ms.
 Blocks make a flush a handful of row writes whatever the request rate.
 """
 
@@ -41,8 +41,7 @@ def _pack(arr: array[float]) -> bytes:
 def write_pairs(conn: sqlite3.Connection, route: str, pairs: dict[int, tuple[float, float]]) -> None:
     """Put each pair in its reservoir slot; the caller holds the transaction, so another
     process's writer cannot change a block between our read and our write."""
-    # The writer thread runs this on the GIL the event loop needs, with a few thousand pairs
-    # per flush under load: one cheap pass per pair, the rest per block.
+    # A few thousand pairs per flush under load: one cheap pass per pair, the rest per block.
     if not pairs:
         return
     top: dict[int, int] = {}  # block -> the highest slot written in it
@@ -51,9 +50,8 @@ def write_pairs(conn: sqlite3.Connection, route: str, pairs: dict[int, tuple[flo
         if top.get(block, -1) < slot:
             top[block] = slot
     # One statement for the blocks in range, not one per block (79 with the default
-    # reservoir): each statement gives the GIL to the event loop and takes it back, and on a
-    # busy machine a hand-off can take milliseconds. While the reservoir fills, the range is
-    # a block or two; once it is full, replacements land everywhere and need most of them.
+    # reservoir). While the reservoir fills, the range is a block or two; once it is full,
+    # replacements land everywhere and need most of them.
     stored = dict(
         conn.execute(
             "SELECT block, pairs FROM latency_pair_blocks WHERE route = ? AND block BETWEEN ? AND ?",

@@ -1,7 +1,7 @@
 """Reading the sample store back: evidence for the gate, summaries and samples for admin.
 
 Each call opens its own connection, so the admin API (in worker threads), the report and
-the writer thread never share one. Readers see what the writer has flushed.
+the writer process never share one. Readers see what the writer has flushed.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turn a mismatched exchange into a stored sample: decoded, redacted, then truncated.
 
-Runs on the store's writer thread, never on the event loop: decoding a large body and
+Runs in the store's writer process, never in the proxy's: decoding a large body and
 DeepDiff's explanation are slow.
 """
 

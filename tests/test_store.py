@@ -12,10 +12,11 @@ from shadowproxy import config
 from shadowproxy.evidence import LATENCY_BUCKETS, Histogram
 from shadowproxy.exchange import Comparison, Exchange, FieldDiff, RequestSnapshot, UpstreamResult
 from shadowproxy.redact import REDACTED, Redactor
-from shadowproxy.store import MAX_NEW_SAMPLES_PER_BATCH, Store, StoreError
+from shadowproxy.store import Store, StoreError
 from shadowproxy.store_delta import MAX_FIELD_PATHS, OTHER_FIELD
 from shadowproxy.store_sample import NOT_EXPLAINED
 from shadowproxy.store_schema import MAX_FIRST_PATHS, open_writer
+from shadowproxy.store_writer import MAX_NEW_SAMPLES_PER_BATCH
 
 JSON = (("Content-Type", "application/json"),)
 
@@ -63,14 +64,15 @@ def db(tmp_path: Path) -> str:
     return str(tmp_path / "shadowproxy.db")
 
 
+# The rules go to the writer process, pickled: a config's method (a lambda would not pickle,
+# and a function of this module would make every writer import pytest).
+RULES = config.Config(
+    primary=config.Backend(url="http://127.0.0.1:9"), shadow=config.Backend(url="http://127.0.0.1:9")
+).rules_for
+
+
 def make(db: str, cfg: config.Store | None = None, **kw: Any) -> Store:
-    return Store(
-        db,
-        cfg or config.Store(flush_interval_s=60.0),
-        Redactor(config.Redact()),
-        lambda r: config.CompareRules(),
-        **kw,
-    )
+    return Store(db, cfg or config.Store(flush_interval_s=60.0), Redactor(config.Redact()), RULES, **kw)
 
 
 @pytest.fixture

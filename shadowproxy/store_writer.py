@@ -1,0 +1,291 @@
+"""The store's writer: a process of its own that prepares samples and writes each batch.
+
+Why a process and not a thread: a writer thread shares the GIL with the event loop. Every
+SQLite call hands the GIL over and takes it back, and on a loaded machine the loop then
+waits for the kernel to run the writer: stalls of 3-6 ms at each flush, the whole gap
+between our p99 and nginx mirror's (`make bench`, equal @8: 3.7-4.9 ms with flushes,
+2.8 ms with none, nginx 2.8). Sample preparation (decoding, redaction: ~0.6 ms of Python
+per sample) held the loop's GIL too. Here it all costs the proxy process one pickle per
+batch and a pipe write.
+
+One batch is in flight at a time: the parent's shipper thread sends a `Batch` and waits
+for the `Written` reply, so a flush (`Store.flush`) still means "on disk". Log records
+emitted here travel back in the reply and are logged by the parent, in its format.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import multiprocessing
+import signal
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+from shadowproxy import config
+from shadowproxy.exchange import Exchange
+from shadowproxy.noise import generic_path
+from shadowproxy.redact import Redactor
+from shadowproxy.store_delta import Delta
+from shadowproxy.store_sample import SampleMaker
+from shadowproxy.store_schema import (
+    MAX_FIRST_PATHS,
+    PendingSample,
+    first_paths,
+    insert_samples,
+    open_writer,
+    write_delta,
+)
+
+log = logging.getLogger("shadowproxy.store")
+
+# Per route and batch, the newest samples prepared (see Writer._plan); the firsts of a path
+# always go in. The proxy queues no more than this (Store._enqueue): every queued exchange
+# is pickled on its side. When samples were prepared in the proxy, 50 per route per batch
+# held the event loop for ~30 ms with every pair mismatching.
+MAX_NEW_SAMPLES_PER_BATCH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One flush: the counts, and the queued mismatches in arrival order."""
+
+    delta: Delta
+    samples: tuple[Exchange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    logger: str
+    level: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """The reply to a batch (or to the stop): what the writer logged meanwhile, and whether
+    it holds counts that failed to write (sent again with the next batch, even an empty one)."""
+
+    logs: tuple[LogLine, ...] = ()
+    unwritten: bool = False
+
+
+class WriterGone(Exception):
+    """The writer process ended without replying: the batch it held is lost."""
+
+
+class _Collect(logging.Handler):
+    """Keeps the writer's log records for the next reply; the parent owns the log output."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[LogLine] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(LogLine(record.name, record.levelno, record.getMessage()))
+        except Exception:
+            self.handleError(record)
+
+    def take(self) -> tuple[LogLine, ...]:
+        lines, self.lines = tuple(self.lines), []
+        return lines
+
+
+@dataclass(slots=True)
+class Writer:
+    """The writer's state: its connection, and counts a failed write keeps for the next."""
+
+    conn: sqlite3.Connection
+    cfg: config.Store
+    maker: SampleMaker
+    path: str
+    unwritten: Delta | None = field(default=None)
+
+    def write(self, batch: Batch) -> None:
+        conn, delta, queued = self.conn, batch.delta, batch.samples
+        if self.unwritten is not None:
+            self.unwritten.add(delta)
+            delta, self.unwritten = self.unwritten, None
+        if not delta.routes and not queued:
+            return
+        samples: list[PendingSample] | None = None
+        try:
+            samples = self._plan(queued, delta)
+            conn.execute("BEGIN IMMEDIATE")
+            write_delta(conn, delta)
+            insert_samples(conn, samples, self.cfg.samples_per_route)
+            conn.execute("COMMIT")
+        except Exception as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            lost = [x.request.route for x in queued] if samples is None else [p.sample.route for p in samples]
+            for route in lost:
+                delta.route(route).counts["samples_dropped"] += 1
+            # Locked, busy, disk full: the next attempt may succeed. Anything else would fail
+            # again and, kept, would hold every later count back with it.
+            if isinstance(e, sqlite3.OperationalError):
+                log.error("store: write to %s failed (%s); counts kept for the next attempt", self.path, e)
+                self.unwritten = delta
+            else:
+                log.error("store: write to %s failed (%s); this batch is lost", self.path, type(e).__name__)
+
+    def _plan(self, queued: tuple[Exchange, ...], delta: Delta) -> list[PendingSample]:
+        """Prepare only the samples that will survive this batch: the newest N per route
+        and each first of a field path (the rest would be evicted at once). Only a first
+        of a path gets DeepDiff's explanation now; the rest are explained when read."""
+        per_route: dict[str, int] = {}
+        for ex in queued:
+            per_route[ex.request.route] = per_route.get(ex.request.route, 0) + 1
+        keep_newest = min(self.cfg.samples_per_route, MAX_NEW_SAMPLES_PER_BATCH)
+        known: dict[str, set[str]] = {}
+        seen: dict[str, int] = {}
+        out: list[PendingSample] = []
+        for ex in queued:
+            route = ex.request.route
+            paths = known.get(route)
+            if paths is None:
+                paths = known[route] = first_paths(self.conn, route)
+            new: list[str] = []
+            fields = ex.comparison.fields if ex.comparison is not None else ()
+            # First-of-path is about the field, not the element: `$.items[3].price` and
+            # `$.items[7].price` are one field, and `line:12` one kind of text difference.
+            for p in dict.fromkeys(generic_path(f.path) for f in fields):
+                if p not in paths and len(paths) < MAX_FIRST_PATHS:
+                    paths.add(p)
+                    new.append(p)
+            seen[route] = i = seen.get(route, 0) + 1
+            newer = per_route[route] - i  # later mismatches of this route in this batch
+            if not new and newer >= keep_newest:
+                continue
+            try:
+                sample = self.maker.make(ex, explain=bool(new))
+            except Exception as e:
+                # The type only: an exception's text may quote the unredacted exchange.
+                log.error("store: preparing a %s sample failed (%s); dropped", route, type(e).__name__)
+                delta.route(route).counts["samples_dropped"] += 1
+                continue
+            out.append(PendingSample(sample, tuple(new)))
+        return out
+
+    def close(self) -> None:
+        if self.unwritten is not None:
+            log.error("store: closing with counts that could not be written to %s", self.path)
+        self.conn.close()
+
+
+def serve(
+    pipe: Connection,
+    path: str,
+    cfg: config.Store,
+    redactor: Redactor,
+    rules_for: Callable[[str], config.CompareRules],
+) -> None:
+    """The writer process's main: write each batch received, reply, until told to stop
+    (None) or the parent is gone (end of file)."""
+    # Its lifetime is the pipe's: a Ctrl-C or a SIGTERM to the whole process group must not
+    # cut off the last flush the parent sends while it shuts down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    collect = _Collect()
+    root = logging.getLogger()
+    root.handlers[:] = [collect]
+    root.setLevel(logging.INFO)
+    writer = Writer(open_writer(path), cfg, SampleMaker(cfg, redactor, rules_for), path)
+    try:
+        while True:
+            try:
+                batch = pipe.recv()
+            except EOFError:
+                return
+            if batch is None:
+                return
+            try:
+                writer.write(batch)
+            except Exception as e:  # a bug here must not end the writer
+                log.error("store: writing a batch failed (%s)", type(e).__name__)
+            pipe.send(Written(collect.take(), writer.unwritten is not None))
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
+            pipe.send(Written(collect.take()))
+
+
+class WriterProcess:
+    """The parent's handle on the writer process. One thread talks to it at a time."""
+
+    def __init__(
+        self,
+        path: str,
+        cfg: config.Store,
+        redactor: Redactor,
+        rules_for: Callable[[str], config.CompareRules],
+    ) -> None:
+        self._args = (path, cfg, redactor, rules_for)
+        self._proc: BaseProcess | None = None
+        self._pipe: Connection | None = None
+
+    def start(self) -> None:
+        # forkserver: each writer is forked from one small server that has imported this
+        # module once, not a fresh interpreter importing it (and DeepDiff) every time, and
+        # not a fork of the proxy with its threads and event loop.
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["__main__", __name__, "shadowproxy.compare"])
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=serve, args=(theirs, *self._args), name="shadowproxy-store-writer")
+        proc.start()
+        theirs.close()
+        self._proc, self._pipe = proc, ours
+        # Registered after multiprocessing's own exit handler, so it runs first: a proxy that
+        # exits without close() closes the pipe, the writer sees the end and exits, and
+        # multiprocessing's join of its children returns.
+        atexit.register(self._abandon)
+
+    def write(self, batch: Batch) -> Written:
+        if self._pipe is None:
+            self.start()
+        pipe = self._pipe
+        assert pipe is not None
+        try:
+            pipe.send(batch)
+            reply: Written = pipe.recv()
+        except (EOFError, OSError) as e:
+            raise WriterGone(f"exit code {self._reap()}") from e
+        return reply
+
+    def stop(self, timeout_s: float = 30.0) -> Written | None:
+        """Ask the writer to finish and wait for it; None when it was gone already."""
+        pipe = self._pipe
+        if pipe is None:
+            return None
+        reply: Written | None = None
+        try:
+            pipe.send(None)
+            if pipe.poll(timeout_s):
+                reply = pipe.recv()
+        except (EOFError, OSError):
+            pass
+        self._reap(timeout_s)
+        return reply
+
+    def _reap(self, timeout_s: float = 5.0) -> int | None:
+        atexit.unregister(self._abandon)
+        proc, pipe = self._proc, self._pipe
+        self._proc = self._pipe = None
+        if pipe is not None:
+            pipe.close()
+        if proc is None:
+            return None
+        proc.join(timeout_s)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+        return proc.exitcode
+
+    def _abandon(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()

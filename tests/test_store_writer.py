@@ -1,0 +1,152 @@
+"""The store's writer process: it is a process of its own, its failures are logged here,
+a dead one is replaced, and a proxy that exits without closing the store does not hang."""
+
+import logging
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from shadowproxy.store import Store
+from tests.test_store import diff, exchange, make
+
+WRITER = "shadowproxy-store-writer"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "shadowproxy.db")
+
+
+def writers() -> list[multiprocessing.process.BaseProcess]:
+    return [p for p in multiprocessing.active_children() if p.name == WRITER]
+
+
+def requests(store: Store, route: str = "user") -> int:
+    return next((s.requests for s in store.route_summaries() if s.route == route), 0)
+
+
+def test_the_writer_is_a_process_that_a_ctrl_c_does_not_stop(db: str) -> None:
+    s = make(db)
+    s.start()
+    try:
+        s.record_request("user")
+        s.flush()  # the writer is up and serving
+        (writer,) = writers()
+        assert writer.pid != os.getpid()
+        # A Ctrl-C reaches the whole process group; the proxy's last flush must still land.
+        os.kill(writer.pid or 0, signal.SIGINT)
+        s.record_request("user")
+        s.flush()
+        assert writer.is_alive()
+        assert requests(s) == 2
+    finally:
+        s.close()
+    assert writers() == []
+
+
+def test_a_killed_writer_loses_one_batch_says_so_and_is_replaced(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = make(db)
+    s.start()
+    try:
+        s.record_request("user")
+        s.flush()
+        (first,) = writers()
+        os.kill(first.pid or 0, signal.SIGKILL)
+        first.join()
+        s.record_request("user")  # shipped to the dead writer: lost, and logged
+        s.flush()
+        assert "the writer process ended (exit code -9)" in caplog.text
+        s.record_request("user")
+        s.record_request("user")
+        s.flush()
+        (second,) = writers()
+        assert second.pid != first.pid
+        assert requests(s) == 3
+    finally:
+        s.close()
+
+
+def test_what_the_writer_logs_is_logged_here(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    s = make(db)
+    s.start()
+    try:
+        with sqlite3.connect(db) as other:
+            other.execute(
+                "CREATE TRIGGER boom BEFORE INSERT ON counters BEGIN SELECT RAISE(ABORT, 'no'); END"
+            )
+        s.record_request("user")
+        with caplog.at_level(logging.ERROR, logger="shadowproxy.store"):
+            s.flush()
+        (rec,) = [r for r in caplog.records if "write to" in r.getMessage()]
+        assert rec.name == "shadowproxy.store"
+        assert rec.levelno == logging.ERROR
+        assert rec.getMessage() == f"store: write to {db} failed (IntegrityError); this batch is lost"
+    finally:
+        s.close()
+
+
+def test_counts_a_locked_write_kept_are_written_by_the_next_flush_even_an_empty_one(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    s = make(db)
+    s.start()
+    try:
+        with sqlite3.connect(db) as other:
+            # Fails as SQLite's "no such table" (an OperationalError, like "database is locked").
+            other.execute(
+                "CREATE TRIGGER later BEFORE INSERT ON counters BEGIN INSERT INTO gone VALUES (1); END"
+            )
+        s.record_request("user")
+        s.record_request("user")
+        s.flush()
+        assert "counts kept for the next attempt" in caplog.text
+        assert requests(s) == 0
+        with sqlite3.connect(db) as other:
+            other.execute("DROP TRIGGER later")
+        s.flush()  # nothing new recorded: the writer still holds the two
+        assert requests(s) == 2
+    finally:
+        s.close()
+
+
+def test_a_process_that_exits_without_closing_the_store_does_not_hang(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
+        from tests.test_store import make
+        s = make({str(tmp_path / "s.db")!r})
+        s.start()
+        s.record_request("user")
+        s.flush()
+        print("exiting", flush=True)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "exiting\n"
+    assert requests(make(str(tmp_path / "s.db"))) == 1
+
+
+def test_an_exchange_reaches_the_writer_whole(db: str) -> None:
+    """The writer stores what the proxy recorded (pickled on the way, native classes included)."""
+    s = make(db)
+    s.start()
+    try:
+        s.record_exchange(exchange(fields=diff("$.a", 1, 2), query="page=2", n=7))
+        s.flush()
+        (sample,) = s.samples("user", 10)
+        assert (sample.path, sample.query, sample.request_id) == ("/api/user/7", "page=2", "req-7")
+        assert sample.fields == diff("$.a", 1, 2)
+        assert (sample.primary_status, sample.shadow_status, sample.primary_body) == (200, 200, "{}")
+    finally:
+        s.close()
