@@ -31,7 +31,9 @@ How: every process on 127.0.0.1; `wrk -t1 -c<conns> -d<duration>s --latency` per
 Upstreams are nginx (worker_processes 1, keepalive, access_log off) serving the JSON body from a file;
 the slow shadow answers after 200 ms and the hanging one never (shadow timeout_s 1), both a bare asyncio
 process. proxy CPU = utime+stime of the proxy's process group over the row / requests; peak RSS = VmHWM
-summed over the group (since the proxy started: one proxy process per scenario, rows in table order).
+summed over the group (since the proxy started: one proxy process per scenario, rows in table order;
+the group includes the store's writer process and its forkserver); loop stalls = ticks of the proxy's
+10 ms event-loop timer more than 2 ms late during the row, per second (from its /metrics).
 Ratios compare with nginx-mirror and direct at the same body and connections."""
 
 
@@ -89,6 +91,7 @@ def json_document(machine: dict[str, Any], params: Params, results: Results, tar
                 "non_2xx": w.non_2xx if w else None,
                 "proxy_cpu_us_per_request": m.cpu_us_per_request,
                 "proxy_peak_rss_kib": m.peak_rss_kib,
+                "loop_stalls_per_s": m.loop_stalls_per_s,
                 "rps_vs_mirror": row.vs_mirror,
                 "rps_vs_direct": row.vs_direct,
                 "p50_added_over_direct_ms": row.added_p50_ms,

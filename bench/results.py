@@ -20,6 +20,8 @@ class Measurement:
     error: str | None = None
     # With --repeat: the lowest and highest req/s over the rounds (this row is the median one).
     rps_range: tuple[float, float] | None = None
+    # The proxy's event loop late by more than 2 ms, per second of the run (bench/looplag.py).
+    loop_stalls_per_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -91,6 +93,7 @@ COLUMNS = (
     "p99 ms",
     "proxy CPU µs/req",
     "proxy peak RSS MiB",
+    "loop stalls >2 ms /s",
     "req/s vs mirror",
     "req/s vs direct",
     "p50 added over direct ms",
@@ -118,6 +121,7 @@ def cells(row: Row) -> list[str]:
         _num(w.p99_ms if w else None, ".2f"),
         _num(m.cpu_us_per_request if w else None, ".0f"),
         _num(rss_mib if w else None, ".1f"),
+        _num(m.loop_stalls_per_s if w else None, ".1f"),
         _num(row.vs_mirror, ".2f"),
         _num(row.vs_direct, ".2f"),
         _num(row.added_p50_ms, "+.2f"),

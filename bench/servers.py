@@ -42,9 +42,10 @@ def write_bodies(root: Path, mismatch: bool = False) -> None:
 
 
 class Server:
-    def __init__(self, process: Process, port: int) -> None:
+    def __init__(self, process: Process, port: int, admin_url: str | None = None) -> None:
         self.process = process
         self.port = port
+        self.admin_url = admin_url  # shadowproxy's admin port; nginx has none
 
     @property
     def url(self) -> str:
@@ -128,4 +129,4 @@ def start_shadowproxy(
         )
 
     proc.wait_until(ready, timeout_s, "/readyz 200 with every worker listening")
-    return Server(proc, port)
+    return Server(proc, port, admin_url)
