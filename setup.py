@@ -27,6 +27,7 @@ COMPILED = [
     "shadowproxy/fast/body.py",
     "shadowproxy/fast/client.py",
     "shadowproxy/fast/conn.py",
+    "shadowproxy/fast/deadlines.py",
     "shadowproxy/fast/handler.py",
     "shadowproxy/fast/head.py",
     "shadowproxy/fast/server.py",

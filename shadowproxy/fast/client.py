@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, Callable, Sequence
 from typing import TypeVar
 
 from shadowproxy.fast.conn import Conn, Response, UpstreamError
+from shadowproxy.fast.deadlines import Deadlines
 from shadowproxy.fast.head import head_lines
 
 __all__ = ["FAST_ERRORS", "Body", "Pool", "Response", "UpstreamError", "request_head"]
@@ -56,6 +57,7 @@ class Pool:
         # Held, not asked for per request: Python 3.11's get_running_loop() makes a getpid
         # syscall (a fork check) every time, and this path asked four times per request.
         self._loop = asyncio.get_running_loop()
+        self._deadlines = Deadlines(self._loop)
 
     async def request(
         self,
@@ -85,7 +87,7 @@ class Pool:
                     conn, reused = await self._acquire()
             resp = conn.begin(method == "HEAD")
             head_fut = conn.head
-            timer = None
+            watched = False
             try:
                 if body and len(body) > 16 * 1024:
                     conn.write(head)
@@ -93,8 +95,9 @@ class Pool:
                 else:
                     conn.write(head + body if body else head)
                 if not head_fut.done() and deadline is not None:
-                    # A bare timer on the one future costs far less than asyncio.timeout.
-                    timer = loop.call_at(deadline, _expire, head_fut)
+                    # Not a timer of its own: see deadlines.py.
+                    self._deadlines.watch(head_fut, deadline)
+                    watched = True
                 await head_fut
                 return resp
             except BaseException as e:
@@ -105,8 +108,8 @@ class Pool:
                 # Else round again, on another connection (no `continue`: mypyc cannot compile
                 # one inside try/finally).
             finally:
-                if timer is not None:
-                    timer.cancel()
+                if watched:
+                    self._deadlines.forget(head_fut)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _streamed(self, method: str, head: bytes, body: AsyncIterable[bytes]) -> Response:
@@ -140,6 +143,7 @@ class Pool:
 
     async def close(self) -> None:
         self.closed = True
+        self._deadlines.close()
         for conn in list(self._live):
             conn.abort()
         while self._waiters:
@@ -237,11 +241,6 @@ class Pool:
             raise
         self._live.add(conn)
         return conn
-
-
-def _expire(head: asyncio.Future[None]) -> None:
-    if not head.done():
-        head.set_exception(TimeoutError())
 
 
 async def _send_stream(conn: Conn, head: bytes, body: AsyncIterable[bytes]) -> None:
