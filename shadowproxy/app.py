@@ -71,7 +71,12 @@ class Sidecar:
     async def start(self) -> None:
         for up in self._upstreams():
             await up.start()
-        await asyncio.to_thread(self.store.start)
+        try:
+            await asyncio.to_thread(self.store.start)
+        except BaseException:
+            for up in self._upstreams():
+                await up.close()
+            raise
         # Its own tracker: `tracker` holds shadow work, which drains; this loop never ends.
         self._verdicts = self._housekeeping.spawn(self._refresh_verdicts(), name="verdict refresh")
         self._flusher = self._housekeeping.spawn(self._flush_metrics(), name="metrics flush")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from shadowproxy import __version__, config
 from shadowproxy.logs import setup_logging
+from shadowproxy.store_schema import StoreError
 
 log = logging.getLogger("shadowproxy")
 EXIT_USAGE = 2
@@ -98,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shadowproxy: {len(e.errors)} error(s) in the config:", file=sys.stderr)
         for err in e.errors:
             print(f"  {e.source}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreError as e:
+        # `run` with a store.path it cannot write, or no temporary directory for the writer.
+        print(f"shadowproxy: store: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

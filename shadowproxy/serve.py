@@ -75,7 +75,14 @@ def _worker(cfg: config.Config, multiproc_dir: str) -> None:
     from shadowproxy.logs import setup_logging
 
     setup_logging(cfg.log, cfg.redact)
-    _run_one(cfg, reuse_port=True)
+    from shadowproxy.store_schema import StoreError
+
+    try:
+        _run_one(cfg, reuse_port=True)
+    except StoreError as e:
+        # One line, not a traceback per worker; the supervisor reports the exit code.
+        log.error("store: %s", e)
+        raise SystemExit(2) from None
 
 
 def _supervise(cfg: config.Config) -> int:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import math
 import random
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -100,15 +101,24 @@ class Store:
         if self._writer is not None:
             return
         # Here, not only in the writer: a bad path or an old schema fails in the caller.
-        conn = open_writer(self.path)
         try:
-            seen = conn.execute("SELECT route, value FROM counters WHERE name = 'pairs_seen'").fetchall()
-        finally:
-            conn.close()
+            conn = open_writer(self.path)
+            try:
+                seen = conn.execute("SELECT route, value FROM counters WHERE name = 'pairs_seen'").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot open the store file for writing ({e})") from None
         with self._lock:
             for route, n in seen:
                 self._pairs_seen[route] = self._pairs_seen.get(route, 0) + n
-        self._child.start()
+        try:
+            self._child.start()
+        except OSError as e:
+            raise StoreError(
+                f"cannot start the store's writer process ({e}); multiprocessing's forkserver needs "
+                "a writable temporary directory (TMPDIR, else /tmp) for its socket"
+            ) from None
         self._writer = threading.Thread(target=self._run, name="shadowproxy-store", daemon=True)
         self._writer.start()
 

@@ -88,6 +88,23 @@ def test_a_missing_environment_variable_is_named(tmp_path):
     assert "shadow.url: environment variable WORKERS_URL is not set" in out.stderr
 
 
+def test_run_with_a_store_it_cannot_write_says_so_in_one_line(tmp_path):
+    # A directory where the file should be: SQLite cannot open it, whoever runs the test.
+    (tmp_path / "store.db").mkdir()
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        "listen: {host: 127.0.0.1, port: 0}\nadmin: {host: 127.0.0.1, port: 0}\n"
+        "primary: {url: 'http://127.0.0.1:9'}\nshadow: {url: 'http://127.0.0.1:9'}\n"
+        f"store: {{path: '{tmp_path / 'store.db'}'}}\n"
+    )
+    out = cli("run", "-c", str(cfg))
+    assert out.returncode == 2
+    assert out.stderr == (
+        f"shadowproxy: store: {tmp_path / 'store.db'}: cannot open the store file for writing "
+        "(unable to open database file)\n"
+    )
+
+
 async def test_run_logs_a_startup_line_and_drains_in_flight_requests_on_sigterm(
     tmp_path, unused_tcp_port_factory, make_upstream
 ):
