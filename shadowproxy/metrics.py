@@ -19,7 +19,7 @@ The names and labels below are a contract: the dashboards, the alert/recording r
 - shadowproxy_shadow_skipped_total{route,reason} counter: requests not shadowed, by reason
   (sampled_out, unsafe_method, body_too_large, saturated, circuit_open, websocket, disabled).
 - shadowproxy_shadow_in_flight gauge (multiprocess: livesum): shadow calls running now.
-- shadowproxy_shadow_dropped_total{reason} counter: internal drops (e.g. store queue full);
+- shadowproxy_shadow_dropped_total{reason} counter: internal drops (store queue full, a batch lost);
   at most 16 distinct reasons, then `other`.
 - shadowproxy_background_task_failures_total counter: background tasks that raised.
 - shadowproxy_verdict{route} gauge (multiprocess: livemostrecent): 1 GO, 0 INCONCLUSIVE, -1 NO-GO.
@@ -73,7 +73,7 @@ from shadowproxy.noise import generic_path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
-KNOWN_DROP_REASONS = ("store_queue_full",)
+KNOWN_DROP_REASONS = ("store_queue_full", "store_batch_lost")
 VERDICT_VALUES = {"GO": 1, "INCONCLUSIVE": 0, "NO-GO": -1}
 
 # The loop timer's clock is libuv's, in whole milliseconds: lags under 2 ms are its noise.
@@ -240,7 +240,7 @@ class Metrics:
         )
         self._dropped = Counter(
             "shadowproxy_shadow_dropped_total",
-            "Shadow work dropped inside the proxy (e.g. the store queue was full).",
+            "Shadow work dropped inside the proxy (the store queue was full, a store batch was lost).",
             ["reason"],
             registry=r,
         )

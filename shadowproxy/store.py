@@ -43,6 +43,7 @@ log = logging.getLogger("shadowproxy.store")
 MiB = 1024 * 1024
 _PART_KEYS = {p: f"part:{p}" for p in PARTS}
 DROP_QUEUE_FULL = "store_queue_full"
+DROP_BATCH_LOST = "store_batch_lost"  # the writer process died holding it
 _SKIP_KEYS: dict[str, str] = {r: f"skip:{r}" for r in SKIP_REASONS}
 
 
@@ -68,7 +69,8 @@ class Store:
         self._rules_for = rules_for
         self._max_queued = max_queued_samples
         self._max_queued_bytes = max_queued_bytes
-        # Told of each sample dropped for a full queue (metrics count it; so does the store).
+        # Told of each sample dropped for a full queue (metrics count it; so does the store),
+        # and of each batch lost with a writer process that died.
         self._on_drop = on_drop
         # Guards the batch and the queue, shared by the loop (record_*) and the writer (swap).
         self._lock = threading.Lock()
@@ -331,6 +333,8 @@ class Store:
             reply = self._child.write(Batch(delta, queued))
         except WriterGone as e:
             self._unwritten = False
+            if self._on_drop is not None:
+                self._on_drop(DROP_BATCH_LOST)
             log.error(
                 "store: the writer process ended (%s); a batch of %d routes' counts is lost, "
                 "a new writer takes the next",

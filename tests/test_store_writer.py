@@ -54,7 +54,8 @@ def test_the_writer_is_a_process_that_a_ctrl_c_does_not_stop(db: str) -> None:
 def test_a_killed_writer_loses_one_batch_says_so_and_is_replaced(
     db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    s = make(db)
+    drops: list[str] = []
+    s = make(db, on_drop=drops.append)
     s.start()
     try:
         s.record_request("user")
@@ -65,6 +66,7 @@ def test_a_killed_writer_loses_one_batch_says_so_and_is_replaced(
         s.record_request("user")  # shipped to the dead writer: lost, and logged
         s.flush()
         assert "the writer process ended (exit code -9)" in caplog.text
+        assert drops == ["store_batch_lost"]  # shadowproxy_shadow_dropped_total counts it
         s.record_request("user")
         s.record_request("user")
         s.flush()
