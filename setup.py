@@ -21,6 +21,7 @@ from setuptools import setup
 # thread runs it holding the GIL the event loop waits for.
 COMPILED = [
     "shadowproxy/breaker.py",
+    "shadowproxy/buckets.py",
     "shadowproxy/compare.py",
     "shadowproxy/decode.py",
     "shadowproxy/exchange.py",

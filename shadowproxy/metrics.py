@@ -46,7 +46,6 @@ Several worker processes (`workers: N`):
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,6 +65,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from shadowproxy import __version__
+from shadowproxy.buckets import bucket_index
 from shadowproxy.config import STANDARD_METHODS
 from shadowproxy.evidence import LATENCY_BUCKETS
 from shadowproxy.exchange import PARTS, SKIP_REASONS, Backend, ErrorKind, Exchange, Part, SkipReason
@@ -124,8 +124,7 @@ def _pending(bounds: tuple[float, ...]) -> list[float]:
 
 
 def _observe(pending: list[float], bounds: tuple[float, ...], value: float) -> None:
-    # bisect_left: a value equal to a bound is in that bound's bucket, as observe() has it.
-    pending[bisect.bisect_left(bounds, value)] += 1
+    pending[bucket_index(bounds, value)] += 1
     pending[-1] += value
 
 

@@ -85,6 +85,7 @@ class Store:
         self._queued_bytes = 0
         self._pairs_seen: dict[str, int] = {}
         self._rng = random.Random()
+        self._pairs_cap = cfg.latency_pairs_per_route  # per shadowed request: not via a dataclass
         # Writer lifecycle and flush handshakes.
         self._cond = threading.Condition()
         self._flush_requested = 0
@@ -151,14 +152,14 @@ class Store:
     def record_request(self, route: str) -> None:
         try:
             with self._lock:
-                self._route(route).counts["requests"] += 1
+                self._route(route).count("requests")
         except Exception as e:
             self._internal_error(e)
 
     def record_skip(self, route: str, reason: SkipReason) -> None:
         try:
             with self._lock:
-                self._route(route).counts[_SKIP_KEYS.get(reason) or f"skip:{reason}"] += 1
+                self._route(route).count(_SKIP_KEYS.get(reason) or f"skip:{reason}")
         except Exception as e:
             self._internal_error(e)
 
@@ -172,12 +173,11 @@ class Store:
     def _record_exchange(self, ex: Exchange) -> None:
         route = ex.request.route
         d = self._route(route)
-        c = d.counts
-        c["shadowed"] += 1
+        d.count("shadowed")
         if ex.shadow.failed:
-            c["shadow_errors"] += 1
+            d.count("shadow_errors")
         if ex.shadow.error == "timeout":
-            c["shadow_timeouts"] += 1
+            d.count("shadow_timeouts")
         if ex.primary.status is not None:
             d.primary.observe(ex.primary.latency_s)
         # A timeout is a slow answer (its latency is the time waited); a refused
@@ -188,13 +188,13 @@ class Store:
             self._add_pair(route, d, ex.primary.latency_s, ex.shadow.latency_s)
         cmp = ex.comparison
         if cmp is not None:
-            c["compared"] += 1
+            d.count("compared")
             if cmp.hashed_only:
-                c["hashed_only"] += 1
+                d.count("hashed_only")
             if not cmp.match:
-                c["mismatches"] += 1
+                d.count("mismatches")
                 for part in cmp.parts:
-                    c[_PART_KEYS.get(part) or f"part:{part}"] += 1
+                    d.count(_PART_KEYS.get(part) or f"part:{part}")
                 # Keyed like the noise paths (and the metrics): once per request per field,
                 # indices folded. Diffy's rule compares raw with noise for the same field.
                 paths = {generic_path(f.path) for f in cmp.fields}
@@ -202,7 +202,7 @@ class Store:
                     d.count_field(path, 0)
                 self._enqueue(ex, d, paths)
         if ex.secondary is not None:
-            c["noise_total"] += 1
+            d.count("noise_total")
             for path in set(ex.noise_paths):
                 d.count_field(path, 1)
 
@@ -218,8 +218,8 @@ class Store:
         # has the same chance to be in the kept set, restarts included (pairs_seen persists).
         n = self._pairs_seen.get(route, 0) + 1
         self._pairs_seen[route] = n
-        d.counts["pairs_seen"] += 1
-        cap = self._cfg.latency_pairs_per_route
+        d.count("pairs_seen")
+        cap = self._pairs_cap
         slot = n - 1 if n <= cap else self._rng.randrange(n)
         if slot < cap:
             d.pairs[slot] = (primary_s, shadow_s)
@@ -245,7 +245,7 @@ class Store:
                 self._queued_bytes -= _size(ring.popleft()[1])
         size = _size(ex)
         if self._queued >= self._max_queued or self._queued_bytes + size > self._max_queued_bytes:
-            d.counts["samples_dropped"] += 1
+            d.count("samples_dropped")
             if self._on_drop is not None:
                 self._on_drop(DROP_QUEUE_FULL)
             return

@@ -4,11 +4,10 @@ writes it). Every shadowed request adds to it, so it is compiled in the compiled
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 
+from shadowproxy.buckets import bucket_index
 from shadowproxy.evidence import LATENCY_BUCKETS
 
 # Distinct field paths counted per route; the rest are added up under OTHER_FIELD.
@@ -25,8 +24,7 @@ class LatencyHist:
         if not math.isfinite(seconds):
             return
         seconds = max(seconds, 0.0)
-        # bisect_left: a value equal to a bound belongs to that bound's bucket (le semantics).
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.counts[bucket_index(LATENCY_BUCKETS, seconds)] += 1
         self.sum_s += seconds
 
     def add(self, other: LatencyHist) -> None:
@@ -36,12 +34,18 @@ class LatencyHist:
 
 @dataclass(slots=True)
 class RouteDelta:
-    # "requests", "shadowed", "skip:<reason>", "part:<part>", ...: see store.Store.
-    counts: Counter[str] = field(default_factory=Counter)
+    # "requests", "shadowed", "skip:<reason>", "part:<part>", ...: see store.Store. A plain
+    # dict through count(), not a Counter: compiled, a Counter's `+= 1` takes the generic
+    # path of a dict subclass (about 1,000 instructions a key, four keys per request).
+    counts: dict[str, int] = field(default_factory=dict)
     primary: LatencyHist = field(default_factory=LatencyHist)
     shadow: LatencyHist = field(default_factory=LatencyHist)
     pairs: dict[int, tuple[float, float]] = field(default_factory=dict)  # reservoir slot -> pair
     fields: dict[str, list[int]] = field(default_factory=dict)  # path -> [raw, noise]
+
+    def count(self, name: str, n: int = 1) -> None:
+        c = self.counts
+        c[name] = c.get(name, 0) + n
 
     def count_field(self, path: str, index: int) -> None:
         # The batch is bounded like the table: a flood of new paths folds into OTHER_FIELD.
@@ -50,7 +54,8 @@ class RouteDelta:
         self.fields.setdefault(path, [0, 0])[index] += 1
 
     def add(self, newer: RouteDelta) -> None:
-        self.counts.update(newer.counts)
+        for name, n in newer.counts.items():
+            self.count(name, n)
         self.primary.add(newer.primary)
         self.shadow.add(newer.shadow)
         self.pairs.update(newer.pairs)  # the newer pair in a slot replaced the older one

@@ -125,7 +125,7 @@ class Writer:
                 conn.execute("ROLLBACK")
             lost = [x.request.route for x in queued] if samples is None else [p.sample.route for p in samples]
             for route in lost:
-                delta.route(route).counts["samples_dropped"] += 1
+                delta.route(route).count("samples_dropped")
             # Locked, busy, disk full: the next attempt may succeed. Anything else would fail
             # again and, kept, would hold every later count back with it.
             if isinstance(e, sqlite3.OperationalError):
@@ -167,7 +167,7 @@ class Writer:
             except Exception as e:
                 # The type only: an exception's text may quote the unredacted exchange.
                 log.error("store: preparing a %s sample failed (%s); dropped", route, type(e).__name__)
-                delta.route(route).counts["samples_dropped"] += 1
+                delta.route(route).count("samples_dropped")
                 continue
             out.append(PendingSample(sample, tuple(new)))
         return out
