@@ -96,14 +96,29 @@ def same(a: Any, b: Any) -> bool:
 
 
 def _same_container(a: Any, b: Any) -> bool:
-    """For two containers already `==`: the same JSON, not just Python-equal (`True == 1`).
-    Unsorted bytes first: the two backends usually write keys in the same order."""
-    try:
-        if orjson.dumps(a) == orjson.dumps(b):
-            return True
-    except TypeError:
-        pass  # an int past 64 bits: dumps() below knows how
-    return dumps(a) == dumps(b)
+    """For two containers already `==`: no difference the walk would report either, which
+    Python's `==` does not promise (`True == 1` inside). Key order does not count, and an
+    int against an equal float is one number, as in the walk.
+
+    A walk over the members' kinds: compiled, a few dozen instructions a member, where
+    serialising both with orjson to compare the bytes cost 25,000 instructions per
+    mismatching 1 KB document (callgrind), a seventh of its whole comparison."""
+    # Typed locals and an index, not zip(): compiled, they are native dict and list reads.
+    if type(a) is dict:
+        da: dict[str, Any] = a
+        db: dict[str, Any] = b
+        return all(_same_kind(va, db[k]) for k, va in da.items())  # == held: the same keys
+    la: list[Any] = a
+    lb: list[Any] = b
+    return all(_same_kind(la[i], lb[i]) for i in range(len(la)))
+
+
+def _same_kind(a: Any, b: Any) -> bool:
+    """Two members already `==`: of one JSON kind all the way down."""
+    ta, tb = type(a), type(b)
+    if ta is tb:
+        return (ta is not dict and ta is not list) or _same_container(a, b)
+    return (ta is int or ta is float) and (tb is int or tb is float)
 
 
 @dataclass(frozen=True, slots=True)

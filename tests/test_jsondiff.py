@@ -35,6 +35,20 @@ CASES: list[tuple[str, Any, Any, CompareRules, list[FieldDiff]]] = [
         [D("$[0]", "type_changed", True, 1), D("$[1]", "type_changed", 0, False)],
     ),
     ("int and float are one number", {"n": 1}, {"n": 1.0}, R, []),
+    (
+        "int and float inside equal containers beside another difference",
+        {"x": [1, {"a": 2, "b": [True]}], "y": 1},
+        {"x": [1.0, {"b": [True], "a": 2.0}], "y": 2},
+        R,
+        [D("$.y", "changed", 1, 2)],
+    ),
+    (
+        "false is not 0 deep in a list of objects beside another difference",
+        {"x": [{"a": [0, {"b": False}]}], "y": 1},
+        {"x": [{"a": [0, {"b": 0}]}], "y": 2},
+        R,
+        [D("$.x[0].a[1].b", "type_changed", False, 0), D("$.y", "changed", 1, 2)],
+    ),
     # The walk skips equal members by `==`; these are equal to Python but not as JSON, or
     # equal with keys in another order, next to a real difference so the walk runs.
     (

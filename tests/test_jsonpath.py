@@ -43,6 +43,10 @@ def test_parse_rejects(path: str) -> None:
         ("$", "it's", "$['it\\'s']"),
         ("$", "3", "$['3']"),
         ("$", "*", "$['*']"),
+        ("$", "_private9", "$._private9"),
+        ("$", "a-b", "$['a-b']"),
+        ("$", "café", "$['café']"),  # an identifier to Python, not to our dotted form
+        ("$", "", "$['']"),
     ],
 )
 def test_child_round_trips(path: str, seg: str | int, expected: str) -> None:
