@@ -427,12 +427,13 @@ class Metrics:
             return
         # Tallied like the comparison itself, so a scrape (after flush) never sees more
         # mismatching parts or fields than mismatching pairs.
-        for part in dict.fromkeys(c.parts):
+        # Sets, not dict.fromkeys (a generic call from compiled code): only membership counts.
+        for part in set(c.parts):
             pkey = (route, method, part)
             self._p_parts[pkey] = self._p_parts.get(pkey, 0) + 1
         # One count per pair and field, like evidence.FieldCount.raw, however many
         # array elements differed in it.
-        for name in dict.fromkeys(self._field(route, f.path) for f in c.fields):
+        for name in {self._field(route, f.path) for f in c.fields}:
             fkey = (route, name)
             self._p_fields[fkey] = self._p_fields.get(fkey, 0) + 1
 

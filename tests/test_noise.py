@@ -99,3 +99,9 @@ def test_suggest_explains_the_absolute_threshold() -> None:
 )
 def test_suggest_only_what_the_secondary_explains(field: FieldCount, total: int) -> None:
     assert noise.suggest("r", [field], total=total, cfg=CFG) == []
+
+
+def test_generic_path_stays_right_past_what_it_remembers() -> None:
+    for i in range(5000):  # more distinct paths than the cache keeps
+        assert noise.generic_path(f"$.k{i}[{i}].v") == f"$.k{i}[*].v"
+    assert noise.generic_path("line:7") == "line:*" and noise.generic_path("header:date") == "header:date"
