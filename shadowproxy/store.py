@@ -72,7 +72,8 @@ class Store:
         # Told of each sample dropped for a full queue (metrics count it; so does the store),
         # and of each batch lost with a writer process that died.
         self._on_drop = on_drop
-        # Guards the batch and the queue, shared by the loop (record_*) and the writer (swap).
+        # Guards the batch and the queue, shared by the loop (record_*) and the shipper thread
+        # (the swap in _ship).
         self._lock = threading.Lock()
         self._pending = Delta()
         # The mismatches the writer will keep (see _enqueue), each with its arrival number.

@@ -2,11 +2,12 @@
 
 Why a process and not a thread: a writer thread shares the GIL with the event loop. Every
 SQLite call hands the GIL over and takes it back, and on a loaded machine the loop then
-waits for the kernel to run the writer: stalls of 3-6 ms at each flush, the whole gap
-between our p99 and nginx mirror's (`make bench`, equal @8: 3.7-4.9 ms with flushes,
-2.8 ms with none, nginx 2.8). Sample preparation (decoding, redaction: ~0.6 ms of Python
-per sample) held the loop's GIL too. Here it all costs the proxy process one pickle per
-batch and a pipe write.
+waits for the kernel to run the writer: stalls of 3-6 ms at each flush (`make bench`,
+equal @8: p99 3.7-4.9 ms with flushes, 2.8 ms with none, nginx 2.8). Sample preparation
+(decoding, redaction: ~0.6 ms of Python per sample) held the loop's GIL too. Here it all
+costs the proxy process one pickle per batch and a pipe write. Measured after the move
+(bench's loop-stall column): 0-0.6 stalls over 2 ms per second, from 0.2-2.4; mismatch
+p99 5-7 ms, from 12-13.
 
 One batch is in flight at a time: the parent's shipper thread sends a `Batch` and waits
 for the `Written` reply, so a flush (`Store.flush`) still means "on disk". Log records
