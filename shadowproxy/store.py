@@ -198,13 +198,15 @@ class Store:
                     d.count(_PART_KEYS.get(part) or f"part:{part}")
                 # Keyed like the noise paths (and the metrics): once per request per field,
                 # indices folded. Diffy's rule compares raw with noise for the same field.
-                paths = {generic_path(f.path) for f in cmp.fields}
+                # In the order the fields differed (a dict, not a set): past the cap the later
+                # paths fold into "other", the same ones in every process.
+                paths = {generic_path(f.path): None for f in cmp.fields}
                 for path in paths:
                     d.count_field(path, 0)
                 self._enqueue(ex, d, paths)
         if ex.secondary is not None:
             d.count("noise_total")
-            for path in set(ex.noise_paths):
+            for path in {p: None for p in ex.noise_paths}:
                 d.count_field(path, 1)
 
     def _route(self, route: str) -> RouteDelta:
@@ -225,14 +227,14 @@ class Store:
         if slot < cap:
             d.pairs[slot] = (primary_s, shadow_s)
 
-    def _enqueue(self, ex: Exchange, d: RouteDelta, paths: set[str]) -> None:
+    def _enqueue(self, ex: Exchange, d: RouteDelta, paths: dict[str, None]) -> None:
         """Queue only what the writer could keep: a mismatch showing a field path not seen
         on its route before (in this process; the writer checks the file), or one of the
         newest few per route. Queueing every mismatch for the writer to discard cost the
         GIL and the garbage collector: gen-2 pauses of 60 ms, the mismatch p99."""
         route = ex.request.route
         seen = self._paths_seen.setdefault(route, set())
-        fresh = not paths <= seen and len(seen) < MAX_FIRST_PATHS
+        fresh = not paths.keys() <= seen and len(seen) < MAX_FIRST_PATHS
         ring = None
         if not fresh:
             if not self._keep_newest:
@@ -252,7 +254,7 @@ class Store:
             return
         self._seq += 1
         if ring is None:
-            seen |= paths
+            seen.update(paths)
             self._firsts.append((self._seq, ex))
         else:
             ring.append((self._seq, ex))
