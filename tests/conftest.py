@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry
 
 import shadowproxy
 from shadowproxy import config
+from shadowproxy.redact import Redactor
+from shadowproxy.store import Store
 
 if TYPE_CHECKING:
     from shadowproxy.app import Running
@@ -219,3 +221,29 @@ def run_config(tmp_path: Path, upstream: str, port: int, admin: int, extra: str 
         f"store: {{path: '{tmp_path / 's.db'}'}}\n{extra}"
     )
     return path
+
+
+# ---- the sample store, started on a file of the test's own (tests/test_store*.py)
+
+# The rules go to the writer process, pickled: a config's method (a lambda would not pickle,
+# and a function of a test module would make every writer import it, and pytest).
+STORE_RULES = config.Config(
+    primary=config.Backend(url="http://127.0.0.1:9"), shadow=config.Backend(url="http://127.0.0.1:9")
+).rules_for
+
+
+def make_store(db: str, cfg: config.Store | None = None, **kw: Any) -> Store:
+    return Store(db, cfg or config.Store(flush_interval_s=60.0), Redactor(config.Redact()), STORE_RULES, **kw)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return str(tmp_path / "shadowproxy.db")
+
+
+@pytest.fixture
+def store(db: str) -> Iterator[Store]:
+    s = make_store(db)
+    s.start()
+    yield s
+    s.close()

@@ -2,7 +2,6 @@ import dataclasses
 import gzip
 import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +10,13 @@ import pytest
 from shadowproxy import config
 from shadowproxy.evidence import LATENCY_BUCKETS, Histogram
 from shadowproxy.exchange import Comparison, Exchange, FieldDiff, RequestSnapshot, UpstreamResult
-from shadowproxy.redact import REDACTED, Redactor
+from shadowproxy.redact import REDACTED
 from shadowproxy.store import Store, StoreError
 from shadowproxy.store_delta import MAX_FIELD_PATHS, OTHER_FIELD
 from shadowproxy.store_sample import NOT_EXPLAINED
 from shadowproxy.store_schema import MAX_FIRST_PATHS, open_writer
 from shadowproxy.store_writer import MAX_NEW_SAMPLES_PER_BATCH
+from tests.conftest import make_store as make
 
 JSON = (("Content-Type", "application/json"),)
 
@@ -57,30 +57,6 @@ def exchange(
 
 def diff(path: str = "$.a", p: Any = 1, s: Any = 2) -> tuple[FieldDiff, ...]:
     return (FieldDiff(path, "changed", p, s),)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "shadowproxy.db")
-
-
-# The rules go to the writer process, pickled: a config's method (a lambda would not pickle,
-# and a function of this module would make every writer import pytest).
-RULES = config.Config(
-    primary=config.Backend(url="http://127.0.0.1:9"), shadow=config.Backend(url="http://127.0.0.1:9")
-).rules_for
-
-
-def make(db: str, cfg: config.Store | None = None, **kw: Any) -> Store:
-    return Store(db, cfg or config.Store(flush_interval_s=60.0), Redactor(config.Redact()), RULES, **kw)
-
-
-@pytest.fixture
-def store(db: str) -> Iterator[Store]:
-    s = make(db)
-    s.start()
-    yield s
-    s.close()
 
 
 def bucket(h: Histogram, le: float) -> int:

@@ -10,8 +10,8 @@ from shadowproxy.store import Store, StoreError
 from shadowproxy.store_pairs import PAIR_BLOCK
 from shadowproxy.store_read import read_evidence
 from shadowproxy.store_schema import _DDL
+from tests.conftest import make_store
 from tests.test_store import exchange, result
-from tests.test_store import make as make_store
 
 
 def make(path: str, cap: int) -> Store:

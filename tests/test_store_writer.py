@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 
 from shadowproxy.store import Store
-from tests.test_store import diff, exchange, make
+from tests.conftest import make_store as make
+from tests.test_store import diff, exchange
 
 WRITER = "shadowproxy-store-writer"
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
-    return str(tmp_path / "shadowproxy.db")
+def execute(db: str, sql: str) -> None:
+    """SQL from another connection, as an operator or another process would run it."""
+    with sqlite3.connect(db) as other:
+        other.execute(sql)
 
 
 def writers() -> list[multiprocessing.process.BaseProcess]:
@@ -77,47 +79,30 @@ def test_a_killed_writer_loses_one_batch_says_so_and_is_replaced(
         s.close()
 
 
-def test_what_the_writer_logs_is_logged_here(db: str, caplog: pytest.LogCaptureFixture) -> None:
-    s = make(db)
-    s.start()
-    try:
-        with sqlite3.connect(db) as other:
-            other.execute(
-                "CREATE TRIGGER boom BEFORE INSERT ON counters BEGIN SELECT RAISE(ABORT, 'no'); END"
-            )
-        s.record_request("user")
-        with caplog.at_level(logging.ERROR, logger="shadowproxy.store"):
-            s.flush()
-        (rec,) = [r for r in caplog.records if "write to" in r.getMessage()]
-        assert rec.name == "shadowproxy.store"
-        assert rec.levelno == logging.ERROR
-        assert rec.getMessage() == f"store: write to {db} failed (IntegrityError); this batch is lost"
-    finally:
-        s.close()
+def test_what_the_writer_logs_is_logged_here(db: str, store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    execute(db, "CREATE TRIGGER boom BEFORE INSERT ON counters BEGIN SELECT RAISE(ABORT, 'no'); END")
+    store.record_request("user")
+    with caplog.at_level(logging.ERROR, logger="shadowproxy.store"):
+        store.flush()
+    (rec,) = [r for r in caplog.records if "write to" in r.getMessage()]
+    assert rec.name == "shadowproxy.store"
+    assert rec.levelno == logging.ERROR
+    assert rec.getMessage() == f"store: write to {db} failed (IntegrityError); this batch is lost"
 
 
 def test_counts_a_locked_write_kept_are_written_by_the_next_flush_even_an_empty_one(
-    db: str, caplog: pytest.LogCaptureFixture
+    db: str, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    s = make(db)
-    s.start()
-    try:
-        with sqlite3.connect(db) as other:
-            # Fails as SQLite's "no such table" (an OperationalError, like "database is locked").
-            other.execute(
-                "CREATE TRIGGER later BEFORE INSERT ON counters BEGIN INSERT INTO gone VALUES (1); END"
-            )
-        s.record_request("user")
-        s.record_request("user")
-        s.flush()
-        assert "counts kept for the next attempt" in caplog.text
-        assert requests(s) == 0
-        with sqlite3.connect(db) as other:
-            other.execute("DROP TRIGGER later")
-        s.flush()  # nothing new recorded: the writer still holds the two
-        assert requests(s) == 2
-    finally:
-        s.close()
+    # Fails as SQLite's "no such table" (an OperationalError, like "database is locked").
+    execute(db, "CREATE TRIGGER later BEFORE INSERT ON counters BEGIN INSERT INTO gone VALUES (1); END")
+    store.record_request("user")
+    store.record_request("user")
+    store.flush()
+    assert "counts kept for the next attempt" in caplog.text
+    assert requests(store) == 0
+    execute(db, "DROP TRIGGER later")
+    store.flush()  # nothing new recorded: the writer still holds the two
+    assert requests(store) == 2
 
 
 def test_a_process_that_exits_without_closing_the_store_does_not_hang(tmp_path: Path) -> None:
@@ -125,8 +110,8 @@ def test_a_process_that_exits_without_closing_the_store_does_not_hang(tmp_path: 
         f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
-        from tests.test_store import make
-        s = make({str(tmp_path / "s.db")!r})
+        from tests.conftest import make_store
+        s = make_store({str(tmp_path / "s.db")!r})
         s.start()
         s.record_request("user")
         s.flush()
@@ -139,16 +124,11 @@ def test_a_process_that_exits_without_closing_the_store_does_not_hang(tmp_path: 
     assert requests(make(str(tmp_path / "s.db"))) == 1
 
 
-def test_an_exchange_reaches_the_writer_whole(db: str) -> None:
+def test_an_exchange_reaches_the_writer_whole(store: Store) -> None:
     """The writer stores what the proxy recorded (pickled on the way, native classes included)."""
-    s = make(db)
-    s.start()
-    try:
-        s.record_exchange(exchange(fields=diff("$.a", 1, 2), query="page=2", n=7))
-        s.flush()
-        (sample,) = s.samples("user", 10)
-        assert (sample.path, sample.query, sample.request_id) == ("/api/user/7", "page=2", "req-7")
-        assert sample.fields == diff("$.a", 1, 2)
-        assert (sample.primary_status, sample.shadow_status, sample.primary_body) == (200, 200, "{}")
-    finally:
-        s.close()
+    store.record_exchange(exchange(fields=diff("$.a", 1, 2), query="page=2", n=7))
+    store.flush()
+    (sample,) = store.samples("user", 10)
+    assert (sample.path, sample.query, sample.request_id) == ("/api/user/7", "page=2", "req-7")
+    assert sample.fields == diff("$.a", 1, 2)
+    assert (sample.primary_status, sample.shadow_status, sample.primary_body) == (200, 200, "{}")
