@@ -13,14 +13,13 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from deepdiff import DeepDiff
 
-from shadowproxy import decode, jsondiff, noise
+from shadowproxy import decode, jsondiff
 from shadowproxy.config import CompareRules
 from shadowproxy.exchange import BodyMode, Comparison, DiffKind, FieldDiff, Headers, Part, UpstreamResult
 from shadowproxy.jsondiff import BodyRules
@@ -167,15 +166,6 @@ def compare(primary: UpstreamResult, shadow: UpstreamResult, rules: CompareRules
         body_mode=body.mode,
         hashed_only=body.hashed_only,
     )
-
-
-def field_paths(fields: Iterable[FieldDiff]) -> tuple[str, ...]:
-    """The distinct rule-shaped paths of some differences (`$.data[*].title`, `header:vary`,
-    `line:*`), in order: what per-field counts and noise paths should be keyed by."""
-    out: dict[str, None] = {}
-    for f in fields:
-        out[noise.generic_path(f.path)] = None
-    return tuple(out)
 
 
 # --------------------------------------------------------------------------- headers

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Final, Literal
 
+from shadowproxy.jsonpath import generic_paths
 from shadowproxy.value import Value
 
 # Raw header pairs in wire order; repeated names (Set-Cookie) stay repeated.
@@ -178,6 +179,8 @@ class Comparison(Value):
         self.fields: Final = fields
         self.body_mode: Final = body_mode
         self.hashed_only: Final = hashed_only
+        # Derived once here: the metrics, the store and its writer all key counts by them.
+        self.paths: Final = generic_paths([f.path for f in fields]) if fields else ()
 
     @staticmethod
     def equal(mode: BodyMode = "identical") -> Comparison:

@@ -69,7 +69,7 @@ from shadowproxy.buckets import bucket_index
 from shadowproxy.config import STANDARD_METHODS
 from shadowproxy.evidence import LATENCY_BUCKETS
 from shadowproxy.exchange import PARTS, SKIP_REASONS, Backend, ErrorKind, Exchange, Part, SkipReason
-from shadowproxy.noise import generic_path
+from shadowproxy.jsonpath import generic_path
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
@@ -99,7 +99,7 @@ _MAX_PATH_CACHE = 4096
 
 
 def field_label(path: str) -> str:
-    """The label for a differing field: array indices folded (noise.generic_path, the
+    """The label for a differing field: array indices folded (jsonpath.generic_path, the
     one definition), so `$.data[3].title` and `$.data[4].title` are one field and do not
     use up the route's label budget."""
     return generic_path(path)[:_MAX_FIELD_LABEL]
@@ -432,8 +432,9 @@ class Metrics:
             pkey = (route, method, part)
             self._p_parts[pkey] = self._p_parts.get(pkey, 0) + 1
         # One count per pair and field, like evidence.FieldCount.raw, however many
-        # array elements differed in it.
-        for name in {self._field(route, f.path) for f in c.fields}:
+        # array elements differed in it (paths are generic); a set, as two long paths may
+        # share a truncated label.
+        for name in {self._field(route, p) for p in c.paths}:
             fkey = (route, name)
             self._p_fields[fkey] = self._p_fields.get(fkey, 0) + 1
 

@@ -7,34 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shadowproxy import jsonpath
 from shadowproxy.config import Noise
 from shadowproxy.evidence import FieldCount, SuggestedIgnore
-
-# Per mismatching pair, the store, its writer and the metrics each ask for every field's
-# generic path; parsing it cost ~30 us a pair, and in the writer (a thread then) it held the
-# GIL the event loop needed (mismatch p99 33-40 ms). A route's paths repeat: a bounded cache,
-# a dict rather than functools.lru_cache, whose call from compiled code costs ~780
-# instructions (callgrind), four or more times per mismatching pair.
-_GENERIC: dict[str, str] = {}
-_MAX_GENERIC = 4096
-
-
-def generic_path(path: str) -> str:
-    """`$.data[3].updated_at` -> `$.data[*].updated_at`, usable as an `ignore` rule.
-
-    Header paths (`header:date`) and `status` / `body` come back unchanged, `line:<n>` as
-    `line:*`.
-    """
-    got = _GENERIC.get(path)
-    if got is None:
-        if path.startswith("line:"):
-            got = "line:*"
-        else:
-            got = jsonpath.generic(path) if path.startswith("$") else path
-        if len(_GENERIC) < _MAX_GENERIC:
-            _GENERIC[path] = got
-    return got
+from shadowproxy.jsonpath import generic_path
 
 
 def is_real_difference(raw: int, noise: int, total: int, cfg: Noise) -> bool:

@@ -17,7 +17,7 @@ from http.cookies import CookieError, SimpleCookie
 
 from shadowproxy import config
 from shadowproxy.breaker import Breaker
-from shadowproxy.compare import compare, field_paths
+from shadowproxy.compare import compare
 from shadowproxy.exchange import Exchange, RequestSnapshot, SkipReason, UpstreamResult
 from shadowproxy.recording import Recorder
 from shadowproxy.tasks import TaskTracker
@@ -196,7 +196,7 @@ class ShadowDispatcher:
         comparison = compare(primary, shadow, rules) if primary.ok and shadow.ok else None
         noise: tuple[str, ...] = ()
         if secondary is not None and primary.ok and secondary.ok:
-            noise = field_paths(compare(primary, secondary, rules).fields)
+            noise = compare(primary, secondary, rules).paths
         return Exchange(
             request=req,
             primary=primary,

@@ -22,7 +22,6 @@ from collections.abc import Callable, Sequence
 from shadowproxy import config
 from shadowproxy.evidence import Evidence, Sample
 from shadowproxy.exchange import PARTS, SKIP_REASONS, Exchange, SkipReason
-from shadowproxy.noise import generic_path
 from shadowproxy.redact import Redactor
 from shadowproxy.store_delta import Delta, RouteDelta
 from shadowproxy.store_read import (
@@ -198,15 +197,12 @@ class Store:
                     d.count(_PART_KEYS.get(part) or f"part:{part}")
                 # Keyed like the noise paths (and the metrics): once per request per field,
                 # indices folded. Diffy's rule compares raw with noise for the same field.
-                # In the order the fields differed (a dict, not a set): past the cap the later
-                # paths fold into "other", the same ones in every process.
-                paths = {generic_path(f.path): None for f in cmp.fields}
-                for path in paths:
+                for path in cmp.paths:
                     d.count_field(path, 0)
-                self._enqueue(ex, d, paths)
+                self._enqueue(ex, d, cmp.paths)
         if ex.secondary is not None:
             d.count("noise_total")
-            for path in {p: None for p in ex.noise_paths}:
+            for path in ex.noise_paths:
                 d.count_field(path, 1)
 
     def _route(self, route: str) -> RouteDelta:
@@ -227,14 +223,14 @@ class Store:
         if slot < cap:
             d.pairs[slot] = (primary_s, shadow_s)
 
-    def _enqueue(self, ex: Exchange, d: RouteDelta, paths: dict[str, None]) -> None:
+    def _enqueue(self, ex: Exchange, d: RouteDelta, paths: tuple[str, ...]) -> None:
         """Queue only what the writer could keep: a mismatch showing a field path not seen
         on its route before (in this process; the writer checks the file), or one of the
         newest few per route. Queueing every mismatch for the writer to discard cost the
         GIL and the garbage collector: gen-2 pauses of 60 ms, the mismatch p99."""
         route = ex.request.route
         seen = self._paths_seen.setdefault(route, set())
-        fresh = not paths.keys() <= seen and len(seen) < MAX_FIRST_PATHS
+        fresh = not seen.issuperset(paths) and len(seen) < MAX_FIRST_PATHS
         ring = None
         if not fresh:
             if not self._keep_newest:

@@ -29,7 +29,6 @@ from multiprocessing.process import BaseProcess
 
 from shadowproxy import config
 from shadowproxy.exchange import Exchange
-from shadowproxy.noise import generic_path
 from shadowproxy.redact import Redactor
 from shadowproxy.store_delta import Delta
 from shadowproxy.store_sample import SampleMaker
@@ -152,10 +151,9 @@ class Writer:
             if paths is None:
                 paths = known[route] = first_paths(self.conn, route)
             new: list[str] = []
-            fields = ex.comparison.fields if ex.comparison is not None else ()
             # First-of-path is about the field, not the element: `$.items[3].price` and
             # `$.items[7].price` are one field, and `line:12` one kind of text difference.
-            for p in dict.fromkeys(generic_path(f.path) for f in fields):
+            for p in ex.comparison.paths if ex.comparison is not None else ():
                 if p not in paths and len(paths) < MAX_FIRST_PATHS:
                     paths.add(p)
                     new.append(p)

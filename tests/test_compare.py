@@ -418,7 +418,7 @@ def test_rules_reach_the_body() -> None:
     }
     c = cmp.compare(res(orjson.dumps(p)), res(orjson.dumps(s)), rules)
     assert c.fields == (D("$.data[1].t", "changed", "a", "b"),)
-    assert cmp.field_paths(c.fields) == ("$.data[*].t",)
+    assert c.paths == ("$.data[*].t",)
 
 
 def big_doc(n: int, seed: str = "") -> bytes:
@@ -637,18 +637,6 @@ def test_normalize_content_type(name: str, a: str, b: str) -> None:
 )
 def test_normalize_header(name: str, header: str, a: str, b: str, same: bool) -> None:
     assert (cmp.normalize_header(header, a) == cmp.normalize_header(header, b)) is same
-
-
-def test_field_paths() -> None:
-    fields = [
-        D("$.data[3].updated_at", "changed"),
-        D("$.data[7].updated_at", "changed"),
-        D("header:vary", "changed"),
-        D("line:4", "changed"),
-        D("line:9", "extra"),
-        D("status", "changed"),
-    ]
-    assert cmp.field_paths(fields) == ("$.data[*].updated_at", "header:vary", "line:*", "status")
 
 
 def test_header_decisions_hold_across_rule_sets_and_spellings() -> None:

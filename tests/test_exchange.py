@@ -69,3 +69,14 @@ def test_match_args_name_every_constructor_field() -> None:
         if params == ["args", "kwargs"]:
             pytest.skip("compiled __init__ has no signature to read; the pure run checks this")
         assert list(cls.__match_args__) == params, cls.__name__
+
+
+def test_a_comparison_keys_its_differences_by_generic_path_once() -> None:
+    fields = (
+        FieldDiff("$.data[3].t", "changed"),
+        FieldDiff("$.data[7].t", "changed"),
+        FieldDiff("status", "changed"),
+    )
+    cmp = Comparison(match=False, parts=("status", "body"), fields=fields)
+    assert cmp.paths == ("$.data[*].t", "status") and Comparison.equal().paths == ()
+    assert pickle.loads(pickle.dumps(cmp)).paths == cmp.paths

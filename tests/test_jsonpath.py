@@ -83,6 +83,37 @@ def _matches(pattern: str, segments: list[str | int]) -> bool:
 
 
 @pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("$.data[3].updated_at", "$.data[*].updated_at"),
+        ("$.a[0][1].b", "$.a[*][*].b"),
+        ("$['x y'][2]", "$['x y'][*]"),
+        ("$.meta", "$.meta"),
+        ("header:date", "header:date"),
+        ("line:12", "line:*"),
+        ("status", "status"),
+        ("body", "body"),
+    ],
+)
+def test_generic_path(path: str, expected: str) -> None:
+    assert jsonpath.generic_path(path) == expected
+
+
+def test_generic_path_stays_right_past_what_it_remembers() -> None:
+    for i in range(5000):  # more distinct paths than the cache keeps
+        assert jsonpath.generic_path(f"$.k{i}[{i}].v") == f"$.k{i}[*].v"
+    assert (
+        jsonpath.generic_path("line:7") == "line:*" and jsonpath.generic_path("header:date") == "header:date"
+    )
+
+
+def test_generic_paths_are_distinct_and_in_order() -> None:
+    paths = ["$.data[3].updated_at", "$.data[7].updated_at", "header:vary", "line:4", "line:9", "status"]
+    assert jsonpath.generic_paths(paths) == ("$.data[*].updated_at", "header:vary", "line:*", "status")
+    assert jsonpath.generic_paths(["$.b", "$.a", "$.b"]) == ("$.b", "$.a")
+
+
+@pytest.mark.parametrize(
     ("pattern", "segments", "expected"),
     [
         ("$", [], True),

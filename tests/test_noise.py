@@ -35,23 +35,6 @@ def test_thresholds_come_from_config() -> None:
     assert not noise.is_real_difference(100, 90, 1000, CFG)
 
 
-@pytest.mark.parametrize(
-    ("path", "expected"),
-    [
-        ("$.data[3].updated_at", "$.data[*].updated_at"),
-        ("$.a[0][1].b", "$.a[*][*].b"),
-        ("$['x y'][2]", "$['x y'][*]"),
-        ("$.meta", "$.meta"),
-        ("header:date", "header:date"),
-        ("line:12", "line:*"),
-        ("status", "status"),
-        ("body", "body"),
-    ],
-)
-def test_generic_path(path: str, expected: str) -> None:
-    assert noise.generic_path(path) == expected
-
-
 def test_suggest() -> None:
     fields = [
         FieldCount("$.data[0].updated_at", raw=300, noise=280),
@@ -99,9 +82,3 @@ def test_suggest_explains_the_absolute_threshold() -> None:
 )
 def test_suggest_only_what_the_secondary_explains(field: FieldCount, total: int) -> None:
     assert noise.suggest("r", [field], total=total, cfg=CFG) == []
-
-
-def test_generic_path_stays_right_past_what_it_remembers() -> None:
-    for i in range(5000):  # more distinct paths than the cache keeps
-        assert noise.generic_path(f"$.k{i}[{i}].v") == f"$.k{i}[*].v"
-    assert noise.generic_path("line:7") == "line:*" and noise.generic_path("header:date") == "header:date"
