@@ -335,8 +335,7 @@ class Store:
             if self._on_drop is not None:
                 self._on_drop(DROP_BATCH_LOST)
             log.error(
-                "store: the writer process ended (%s); a batch of %d routes' counts is lost, "
-                "a new writer takes the next",
+                "store: %s; a batch of %d routes' counts is lost, a new writer takes the next",
                 e,
                 len(delta.routes),
             )

@@ -75,7 +75,8 @@ class Written:
 
 
 class WriterGone(Exception):
-    """The writer process ended without replying: the batch it held is lost."""
+    """The batch cannot reach a writer: the writer ended without replying, or a new one
+    could not start. Either way the batch is lost; the text says which."""
 
 
 class _Collect(logging.Handler):
@@ -236,8 +237,13 @@ class WriterProcess:
         ctx.set_forkserver_preload(["__main__", __name__, "shadowproxy.compare"])
         ours, theirs = ctx.Pipe()
         proc = ctx.Process(target=serve, args=(theirs, *self._args), name="shadowproxy-store-writer")
-        proc.start()
-        theirs.close()
+        try:
+            proc.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self._proc, self._pipe = proc, ours
         # Registered after multiprocessing's own exit handler, so it runs first: a proxy that
         # exits without close() closes the pipe, the writer sees the end and exits, and
@@ -246,14 +252,17 @@ class WriterProcess:
 
     def write(self, batch: Batch) -> Written:
         if self._pipe is None:
-            self.start()
+            try:
+                self.start()
+            except Exception as e:  # out of file descriptors, memory, the temporary directory...
+                raise WriterGone(f"no new writer process could start ({type(e).__name__}: {e})") from e
         pipe = self._pipe
         assert pipe is not None
         try:
             pipe.send(batch)
             reply: Written = pipe.recv()
         except (EOFError, OSError) as e:
-            raise WriterGone(f"exit code {self._reap()}") from e
+            raise WriterGone(f"the writer process ended (exit code {self._reap()})") from e
         return reply
 
     def stop(self, timeout_s: float = 30.0) -> Written | None:

@@ -4,6 +4,7 @@ a dead one is replaced, and a proxy that exits without closing the store does no
 import logging
 import multiprocessing
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -75,6 +76,44 @@ def test_a_killed_writer_loses_one_batch_says_so_and_is_replaced(
         (second,) = writers()
         assert second.pid != first.pid
         assert requests(s) == 3
+    finally:
+        s.close()
+
+
+def test_a_writer_that_cannot_be_replaced_costs_that_batch_counted_and_the_next_one_starts(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    drops: list[str] = []
+    s = make(db, on_drop=drops.append)
+    s.start()
+    try:
+        s.record_request("user")
+        s.flush()
+        (first,) = writers()
+        os.kill(first.pid or 0, signal.SIGKILL)
+        first.join()
+        s.record_request("user")
+        s.flush()  # the dead writer's batch
+        # No file descriptor left for a new writer's pipe: a real EMFILE, not a stand-in. The
+        # limit bounds descriptor numbers, and a new one takes the lowest free number: that.
+        lowest = os.dup(0)
+        os.close(lowest)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest, hard))
+        try:
+            s.record_request("user")
+            s.flush()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert drops == ["store_batch_lost", "store_batch_lost"]
+        assert (
+            "store: no new writer process could start (OSError: [Errno 24] Too many open files)"
+            in caplog.text
+        )
+        assert not writers()
+        s.record_request("user")
+        s.flush()
+        assert len(writers()) == 1 and requests(s) == 2  # the first and the last
     finally:
         s.close()
 
