@@ -114,7 +114,7 @@ def callgrind_control(control: str, action: str, pid: int) -> None:
 
 
 def measure_scenario(bench: Bench, scenario: Scenario, valgrind: str, control: str) -> Row:
-    out = bench.workdir / scenario.name / "callgrind"
+    out = (bench.params.keep or bench.workdir / "callgrind") / scenario.name
     out.mkdir(parents=True, exist_ok=True)
     wrapper = (
         valgrind,
@@ -229,6 +229,13 @@ def parse_args(argv: Sequence[str] | None) -> Params:
         "--smoke", action="store_true", help="CI check: shadowproxy-equal, 1 s (overrides the other options)"
     )
     p.add_argument("--tree", type=tree_dir, default=None, help=TREE_HELP)
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="leave callgrind's files in DIR/<scenario> for callgrind_annotate (per-function costs)",
+    )
     a = p.parse_args(argv)
     if a.smoke:
         return Params(
@@ -244,7 +251,8 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     if a.duration < 1:
         p.error("--duration must be >= 1")
     names = tuple(s.name for s in chosen)
-    return Params(names, (BODY,), (CONNECTIONS,), a.duration, WARMUP_S, smoke=False, tree=a.tree)
+    keep = a.keep.resolve() if a.keep is not None else None
+    return Params(names, (BODY,), (CONNECTIONS,), a.duration, WARMUP_S, smoke=False, tree=a.tree, keep=keep)
 
 
 def measure(params: Params, tools: dict[str, str], control: str) -> list[Row]:

@@ -24,6 +24,9 @@ class Params:
     # Where `python -m shadowproxy` runs from: None for the repo itself (pure Python), or a
     # copy with the compiled build (`make compiled`).
     tree: Path | None = None
+    # bench.instructions only: where callgrind's files stay, for callgrind_annotate (else a
+    # temporary directory, removed).
+    keep: Path | None = None
 
 
 HOW = """\

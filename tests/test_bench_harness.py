@@ -347,9 +347,10 @@ def test_instructions_report_says_what_the_number_is():
     assert doc["results"][1]["vs_shadowproxy-off"] == pytest.approx(1.8)
 
 
-def test_instructions_options_default_smoke_and_refusals():
+def test_instructions_options_default_smoke_and_refusals(tmp_path):
     p = instructions.parse_args([])
     assert p.scenarios == ("shadowproxy-off", "shadowproxy-equal", "shadowproxy-mismatch")
+    assert p.keep is None and instructions.parse_args(["--keep", str(tmp_path)]).keep == tmp_path
     assert (p.duration_s, p.warmup_s, p.smoke) == (5, 2, False)
     smoke = instructions.parse_args(["--smoke", "--duration", "30"])
     assert (smoke.scenarios, smoke.duration_s, smoke.warmup_s, smoke.smoke) == (
