@@ -4,10 +4,9 @@ writes it). Every shadowed request adds to it, so it is compiled in the compiled
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-from shadowproxy.buckets import bucket_index
+from shadowproxy.buckets import bucket_index, finite
 from shadowproxy.evidence import LATENCY_BUCKETS
 
 # Distinct field paths counted per route; the rest are added up under OTHER_FIELD.
@@ -21,9 +20,10 @@ class LatencyHist:
     sum_s: float = 0.0
 
     def observe(self, seconds: float) -> None:
-        if not math.isfinite(seconds):
+        if not finite(seconds):
             return
-        seconds = max(seconds, 0.0)
+        if seconds < 0.0:
+            seconds = 0.0
         self.counts[bucket_index(LATENCY_BUCKETS, seconds)] += 1
         self.sum_s += seconds
 

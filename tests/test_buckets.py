@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from shadowproxy.buckets import bucket_index
+from shadowproxy.buckets import bucket_index, finite
 from shadowproxy.evidence import LATENCY_BUCKETS
 from shadowproxy.metrics import LOOP_LAG_BUCKETS
 
@@ -27,3 +27,11 @@ def test_bucket_index_is_bisect_left(bounds: tuple[float, ...]) -> None:
     for v in values:
         assert bucket_index(bounds, v) == bisect.bisect_left(bounds, v), v
     assert bucket_index(bounds, math.nan) == bisect.bisect_left(bounds, math.nan) == 0
+
+
+def test_finite_is_math_isfinite() -> None:
+    rng = random.Random(7)
+    values = [0.0, -0.0, 1e-308, 5e-324, 1.7e308, -1.7e308, math.inf, -math.inf, math.nan, -math.nan]
+    values += [rng.uniform(-1e6, 1e6) for _ in range(500)]
+    for v in values:
+        assert finite(v) is math.isfinite(v), v
