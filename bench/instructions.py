@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,7 +116,8 @@ def callgrind_control(control: str, action: str, pid: int) -> None:
 
 def measure_scenario(bench: Bench, scenario: Scenario, valgrind: str, control: str) -> Row:
     out = (bench.params.keep or bench.workdir / "callgrind") / scenario.name
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a kept earlier run's files would be read as this one's
+    out.mkdir(parents=True)
     wrapper = (
         valgrind,
         "--tool=callgrind",
