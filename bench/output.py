@@ -36,7 +36,9 @@ the slow shadow answers after 200 ms and the hanging one never (shadow timeout_s
 process. proxy CPU = utime+stime of the proxy's process group over the row / requests; peak RSS = VmHWM
 summed over the group (since the proxy started: one proxy process per scenario, rows in table order;
 the group includes the store's writer process and its forkserver); loop stalls = ticks of the proxy's
-10 ms event-loop timer more than 2 ms late during the row, per second (from its /metrics).
+10 ms event-loop timer more than 2 ms late during the row, per second; pairs compared = the proxy's
+comparisons over its client requests during the row (both from its /metrics): under 100 % when it
+skipped shadows (saturated) or they failed, so that row's req/s are those of less work.
 Ratios compare with nginx-mirror and direct at the same body and connections."""
 
 
@@ -95,6 +97,7 @@ def json_document(machine: dict[str, Any], params: Params, results: Results, tar
                 "proxy_cpu_us_per_request": m.cpu_us_per_request,
                 "proxy_peak_rss_kib": m.peak_rss_kib,
                 "loop_stalls_per_s": m.loop_stalls_per_s,
+                "pairs_compared_share": m.compared_share,
                 "rps_vs_mirror": row.vs_mirror,
                 "rps_vs_direct": row.vs_direct,
                 "p50_added_over_direct_ms": row.added_p50_ms,

@@ -20,8 +20,10 @@ class Measurement:
     error: str | None = None
     # With --repeat: the lowest and highest req/s over the rounds (this row is the median one).
     rps_range: tuple[float, float] | None = None
-    # The proxy's event loop late by more than 2 ms, per second of the run (bench/looplag.py).
+    # The proxy's event loop late by more than 2 ms, per second of the run, and the share of
+    # its client requests whose shadow answer it compared (bench/proxymetrics.py).
     loop_stalls_per_s: float | None = None
+    compared_share: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -94,6 +96,7 @@ COLUMNS = (
     "proxy CPU µs/req",
     "proxy peak RSS MiB",
     "loop stalls >2 ms /s",
+    "pairs compared %",
     "req/s vs mirror",
     "req/s vs direct",
     "p50 added over direct ms",
@@ -122,6 +125,7 @@ def cells(row: Row) -> list[str]:
         _num(m.cpu_us_per_request if w else None, ".0f"),
         _num(rss_mib if w else None, ".1f"),
         _num(m.loop_stalls_per_s if w else None, ".1f"),
+        _num(m.compared_share * 100 if w and m.compared_share is not None else None, ".0f"),
         _num(row.vs_mirror, ".2f"),
         _num(row.vs_direct, ".2f"),
         _num(row.added_p50_ms, "+.2f"),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from bench import bodies, looplag, machine, procstat, scenarios, wrk
+from bench import bodies, machine, procstat, proxymetrics, scenarios, wrk
 from bench.output import Params, json_document, markdown
 from bench.procs import StartError, started
 from bench.results import Measurement, Results, markdown_table, median_of
@@ -176,12 +176,14 @@ class Bench:
 
     def _measure(self, target: Server, group: int | None, run: Run) -> Measurement:
         cpu_before = procstat.group_cpu_s(group) if group else 0.0
-        stalls_before = looplag.scrape(target.admin_url) if target.admin_url else None
+        before = proxymetrics.scrape(target.admin_url) if target.admin_url else None
         result = wrk.run(target.url + bodies.PATHS[run.body], run.connections, self.params.duration_s)
-        stalls_after = looplag.scrape(target.admin_url) if target.admin_url else None
-        stalls = None
-        if stalls_before is not None and stalls_after is not None and result.duration_s > 0:
-            stalls = (stalls_after - stalls_before) / result.duration_s
+        after = proxymetrics.scrape(target.admin_url) if target.admin_url else None
+        stalls = compared = None
+        if before is not None and after is not None:
+            compared = proxymetrics.compared_share(before, after)
+            if result.duration_s > 0:
+                stalls = (after.stalls - before.stalls) / result.duration_s
         cpu_us_per_request = rss_kib = None
         if group is not None:
             if result.requests:
@@ -203,6 +205,7 @@ class Bench:
             rss_kib,
             error,
             loop_stalls_per_s=stalls,
+            compared_share=compared,
         )
 
 

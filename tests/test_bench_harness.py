@@ -14,13 +14,14 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 import shadowproxy
-from bench import instructions, looplag, machine, procstat, scenarios, wrk
+from bench import instructions, machine, procstat, proxymetrics, scenarios, wrk
 from bench.output import machine_lines
 from bench.results import COLUMNS, Measurement, Results, markdown_table, median_of
 from bench.run import parse_args
 from bench.servers import REPO, render
 from bench.targets import evaluate
 from shadowproxy import config
+from shadowproxy.exchange import Comparison, Exchange, FieldDiff, RequestSnapshot, UpstreamResult
 from shadowproxy.metrics import Metrics
 
 WRK_OK = """\
@@ -179,7 +180,9 @@ def _results() -> Results:
             _m("direct", 70_000, 0.08, 0.20),
             _m("nginx-mirror", 7_000, 1.10, 2.00),
             _m("shadowproxy-equal", 3_500, 0.35, 1.00, conns=1),
-            dataclasses.replace(_m("shadowproxy-equal", 7_700, 1.00, 1.90), loop_stalls_per_s=2.25),
+            dataclasses.replace(
+                _m("shadowproxy-equal", 7_700, 1.00, 1.90), loop_stalls_per_s=2.25, compared_share=0.996
+            ),
             _m("shadowproxy-mismatch", 5_000, 1.20, 2.50),
             _m("shadowproxy-hanging-shadow", 7_600, 1.00, 2.50, rss=50_000),
             Measurement("shadowproxy-slow-shadow", "1k", 8, error="proxy did not start | log tail\nmore"),
@@ -205,10 +208,10 @@ def test_markdown_table_has_one_cell_per_column_and_one_line_per_failure():
     assert len(lines) == 2 + 8
     assert all(line.count("|") == len(COLUMNS) + 1 for line in lines)
     eq8 = next(line for line in lines if line.startswith("| shadowproxy-equal | 1k | 8 |"))
-    assert "| 7,700 | — | 1.00 | 1.90 | 250 | 39.1 | 2.2 | 1.10 | 0.11 | +0.92 |" in eq8
+    assert "| 7,700 | — | 1.00 | 1.90 | 250 | 39.1 | 2.2 | 100 | 1.10 | 0.11 | +0.92 |" in eq8
     slow = next(line for line in lines if "slow-shadow" in line)
     assert "FAILED: proxy did not start / log tail |" in slow and "more" not in slow
-    assert slow.count("—") == 10  # every number, none invented
+    assert slow.count("—") == 11  # every number, none invented
 
 
 def test_repeated_rounds_report_the_median_round_whole_and_the_spread():
@@ -376,10 +379,32 @@ def test_the_tree_option_and_the_build_it_measures(tmp_path):
 def test_loop_stalls_count_the_ticks_later_than_2_ms_from_a_real_metrics_page():
     registry = CollectorRegistry()
     m = Metrics(registry)
-    assert looplag.stall_count(generate_latest(registry).decode()) == 0
+    assert proxymetrics.snapshot(generate_latest(registry).decode()).stalls == 0
     for lag in (0.0005, 0.0019, 0.002, 0.0021, 0.004, 0.03):
         m.loop_lag(lag)
     m.flush()
     # 2 ms itself is in the le="0.002" bucket: not a stall.
-    assert looplag.stall_count(generate_latest(registry).decode()) == 3
-    assert looplag.stall_count("# nothing here\n") == 0
+    assert proxymetrics.snapshot(generate_latest(registry).decode()).stalls == 3
+    assert proxymetrics.snapshot("# nothing here\n") == proxymetrics.Snapshot()
+
+
+def _up() -> UpstreamResult:
+    return UpstreamResult("shadow", 200, (), b"{}", 0.01, 2)
+
+
+def test_pairs_compared_are_comparisons_over_client_requests_from_a_real_metrics_page():
+    registry = CollectorRegistry()
+    m = Metrics(registry)
+    before = proxymetrics.snapshot(generate_latest(registry).decode())
+    for i in range(8):
+        m.request("user" if i % 2 else "feed", "GET", 200)
+    m.request("user", "POST", 201)
+    same = Comparison(match=True)
+    differs = Comparison(False, ("body",), (FieldDiff("$.a", "changed"),))
+    for route, cmp in (("user", same), ("feed", same), ("feed", differs)):
+        m.exchange(Exchange(RequestSnapshot("GET", "/", "", (), b"", "id", route), _up(), _up(), cmp))
+    m.flush()
+    after = proxymetrics.snapshot(generate_latest(registry).decode())
+    assert (after.requests, after.compared) == (9, 3)
+    assert proxymetrics.compared_share(before, after) == pytest.approx(3 / 9)
+    assert proxymetrics.compared_share(after, after) is None
