@@ -118,6 +118,13 @@ async def test_every_query_returns_data_and_both_report_sources_agree(make_upstr
             if e.kind == "alert" and e.where.endswith(quiet):
                 assert await prom.query(e.promql) == [], e.where
                 continue
+            if e.kind == "alert" and e.where.endswith("ShadowproxyEventLoopStalled"):
+                # How late this loop ran depends on the test machine: the share of late ticks
+                # must have data; promtool's unit test checks the threshold.
+                share = e.promql.replace(") > 0.01", ") >= 0")
+                assert share != e.promql
+                assert await prom.wait_for(share, finite, timeout_s=10), e.where
+                continue
             assert await prom.wait_for(e.promql, finite, timeout_s=10), e.where
         expected = {
             "ShadowErrorRateHigh",
