@@ -37,6 +37,7 @@ COMPILED = [
     "shadowproxy/forwarding.py",
     "shadowproxy/jsondiff.py",
     "shadowproxy/jsonpath.py",
+    "shadowproxy/memo.py",
     "shadowproxy/metrics.py",
     "shadowproxy/noise.py",
     "shadowproxy/recording.py",

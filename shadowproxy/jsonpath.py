@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from shadowproxy.memo import Memo
+
 Segment = str | int  # a dict key or a list index
 _NfaState = tuple[int, int]  # (pattern id, steps matched)
 _MAX_TRANSITIONS = 65536
@@ -122,11 +124,8 @@ def generic(path: str) -> str:
 
 
 # Every mismatching pair asks for its fields' generic paths (Comparison.paths), and the writer
-# again for the samples it keeps; parsing one cost ~30 us. A route's paths repeat: a bounded
-# cache, a dict rather than functools.lru_cache, whose call from compiled code costs ~780
-# instructions (callgrind).
-_GENERIC: dict[str, str] = {}
-_MAX_GENERIC = 4096
+# again for the samples it keeps; parsing one cost ~30 us. A route's paths repeat.
+_GENERIC: Memo[str, str] = Memo(4096)
 
 
 def generic_path(path: str) -> str:
@@ -136,8 +135,7 @@ def generic_path(path: str) -> str:
     got = _GENERIC.get(path)
     if got is None:
         got = "line:*" if path.startswith("line:") else generic(path) if path.startswith("$") else path
-        if len(_GENERIC) < _MAX_GENERIC:
-            _GENERIC[path] = got
+        _GENERIC.keep(path, got)
     return got
 
 

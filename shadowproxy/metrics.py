@@ -70,6 +70,7 @@ from shadowproxy.config import STANDARD_METHODS
 from shadowproxy.evidence import LATENCY_BUCKETS
 from shadowproxy.exchange import PARTS, SKIP_REASONS, Backend, ErrorKind, Exchange, Part, SkipReason
 from shadowproxy.jsonpath import generic_path
+from shadowproxy.memo import Memo
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
@@ -94,7 +95,7 @@ def normalize_method(method: str) -> str:
     return upper if upper in _METHODS else OTHER
 
 
-# Raw field paths (array indices included) remembered with their label, at most.
+# (route, generic field path) pairs remembered with their label, at most.
 _MAX_PATH_CACHE = 4096
 
 
@@ -284,7 +285,7 @@ class Metrics:
         # up to _MAX_PATH_CACHE of them.
         self._part_children: dict[tuple[str, str, str], Counter] = {}
         self._field_children: dict[tuple[str, str], Counter] = {}
-        self._path_labels: dict[tuple[str, str], str] = {}
+        self._path_labels: Memo[tuple[str, str], str] = Memo(_MAX_PATH_CACHE)
         self._drop_reasons: set[str] = set()
         self._zeroed: set[str] = set()  # routes whose fixed-label series exist
         self._scrape: CollectorRegistry | None = None
@@ -442,10 +443,7 @@ class Metrics:
         label = self._path_labels.get((route, path))
         if label is not None:
             return label
-        label = self._field_label(route, path)
-        if len(self._path_labels) < _MAX_PATH_CACHE:
-            self._path_labels[(route, path)] = label
-        return label
+        return self._path_labels.keep((route, path), self._field_label(route, path))
 
     def _field_label(self, route: str, path: str) -> str:
         label = field_label(path)

@@ -17,6 +17,7 @@ from yarl import URL
 from shadowproxy import config
 from shadowproxy.exchange import Backend, ErrorKind, Headers, RequestSnapshot, UpstreamResult
 from shadowproxy.fast.conn import UpstreamError
+from shadowproxy.memo import Memo
 
 # RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
@@ -37,18 +38,15 @@ HOP_BY_HOP = frozenset(
 SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 
-# The name lengths of each `drop` set, worked out once. Not functools.lru_cache: a call
-# through it from compiled code costs ~780 instructions (callgrind), a dict lookup in a
-# compiled function a fifth of that, and this runs three times per proxied request.
-_LENGTHS: dict[frozenset[str], frozenset[int]] = {}
+# The name lengths of each `drop` set, worked out once: this runs three times per proxied
+# request. Callers pass a few constant sets; bounded all the same.
+_LENGTHS: Memo[frozenset[str], frozenset[int]] = Memo(16)
 
 
 def _lengths(names: frozenset[str]) -> frozenset[int]:
     got = _LENGTHS.get(names)
     if got is None:
-        got = frozenset(len(n) for n in names)
-        if len(_LENGTHS) < 16:  # callers pass a few constant sets; bounded all the same
-            _LENGTHS[names] = got
+        got = _LENGTHS.keep(names, frozenset(len(n) for n in names))
     return got
 
 
@@ -73,7 +71,7 @@ def strip_hop_by_hop(
     return kept
 
 
-_NAMED: dict[frozenset[str], dict[str, frozenset[str]]] = {}
+_NAMED: Memo[frozenset[str], Memo[str, frozenset[str]]] = Memo(16)
 
 
 def _connection_names(value: str, drop: frozenset[str]) -> frozenset[str]:
@@ -83,14 +81,10 @@ def _connection_names(value: str, drop: frozenset[str]) -> frozenset[str]:
     # Keyed by set, then value: no tuple to build and hash per call.
     known = _NAMED.get(drop)
     if known is None:
-        known = {}
-        if len(_NAMED) < 16:
-            _NAMED[drop] = known
+        known = _NAMED.keep(drop, Memo(64))
     got = known.get(value)
     if got is None:
-        got = frozenset(t.strip().lower() for t in value.split(",") if t.strip()) - drop
-        if len(known) < 64:
-            known[value] = got
+        got = known.keep(value, frozenset(t.strip().lower() for t in value.split(",") if t.strip()) - drop)
     return got
 
 
