@@ -32,9 +32,10 @@ def parse_stat(line: str) -> Stat:
     )
 
 
-def parse_hwm_kib(status: str) -> int:
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+def field_kib(text: str, name: str) -> int:
+    """A `Name:   1234 kB` line's number, from /proc/<pid>/status or smaps_rollup."""
+    for line in text.splitlines():
+        if line.startswith(name + ":"):
             return int(line.split()[1])
     return 0  # kernel threads and zombies have no memory lines
 
@@ -59,13 +60,24 @@ def group_cpu_s(pgrp: int) -> float:
 
 
 def group_peak_rss_kib(pgrp: int) -> int:
-    """Sum of each member's peak resident set (VmHWM): workers do not share their heaps."""
+    """Sum of each member's peak resident set (VmHWM): workers do not share their heaps, but
+    a page two members share (a forked child's, copied on write) counts in both."""
+    return _group_sum(pgrp, "status", "VmHWM")
+
+
+def group_pss_kib(pgrp: int) -> int:
+    """Sum of each member's proportional set size now (Pss): a page shared by n processes
+    counts 1/n in each, so the sum is what the group holds, counted once."""
+    return _group_sum(pgrp, "smaps_rollup", "Pss")
+
+
+def _group_sum(pgrp: int, file: str, name: str) -> int:
     total = 0
     for s in _group_pids(pgrp):
         try:
-            total += parse_hwm_kib((PROC / str(s.pid) / "status").read_text())
+            total += field_kib((PROC / str(s.pid) / file).read_text(), name)
         except OSError:
-            continue
+            continue  # it exited while we looked, or is not ours to read
     return total
 
 

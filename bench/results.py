@@ -24,6 +24,8 @@ class Measurement:
     # its client requests whose shadow answer it compared (bench/proxymetrics.py).
     loop_stalls_per_s: float | None = None
     compared_share: float | None = None
+    # The proxy's process group's proportional set size at the end of the row (bench/procstat.py).
+    pss_kib: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,6 +97,7 @@ COLUMNS = (
     "p99 ms",
     "proxy CPU µs/req",
     "proxy peak RSS MiB",
+    "proxy PSS MiB",
     "loop stalls >2 ms /s",
     "pairs compared %",
     "req/s vs mirror",
@@ -114,6 +117,7 @@ def _num(value: float | None, fmt: str) -> str:
 def cells(row: Row) -> list[str]:
     m, w = row.m, row.m.wrk if row.m.ok else None
     rss_mib = None if m.peak_rss_kib is None else m.peak_rss_kib / 1024
+    pss_mib = None if m.pss_kib is None else m.pss_kib / 1024
     return [
         m.scenario,
         m.body,
@@ -124,6 +128,7 @@ def cells(row: Row) -> list[str]:
         _num(w.p99_ms if w else None, ".2f"),
         _num(m.cpu_us_per_request if w else None, ".0f"),
         _num(rss_mib if w else None, ".1f"),
+        _num(pss_mib if w else None, ".1f"),
         _num(m.loop_stalls_per_s if w else None, ".1f"),
         _num(m.compared_share * 100 if w and m.compared_share is not None else None, ".0f"),
         _num(row.vs_mirror, ".2f"),

@@ -184,11 +184,12 @@ class Bench:
             compared = proxymetrics.compared_share(before, after)
             if result.duration_s > 0:
                 stalls = (after.stalls - before.stalls) / result.duration_s
-        cpu_us_per_request = rss_kib = None
+        cpu_us_per_request = rss_kib = pss_kib = None
         if group is not None:
             if result.requests:
                 cpu_us_per_request = (procstat.group_cpu_s(group) - cpu_before) * 1e6 / result.requests
             rss_kib = procstat.group_peak_rss_kib(group)
+            pss_kib = procstat.group_pss_kib(group)
         error = result.problem()
         if not target.process.alive():
             error = f"{target.process.name} exited during the run: {target.process.log_tail(5)}"
@@ -206,6 +207,7 @@ class Bench:
             error,
             loop_stalls_per_s=stalls,
             compared_share=compared,
+            pss_kib=pss_kib,
         )
 
 

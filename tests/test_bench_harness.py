@@ -104,13 +104,14 @@ def test_parse_stat_survives_spaces_and_parentheses_in_the_command_name():
     assert procstat.parse_stat(line) == procstat.Stat(pid=4242, ppid=4200, pgrp=4200, cpu_ticks=175)
 
 
-def test_parse_hwm_reads_kib_and_tolerates_kernel_threads():
-    assert procstat.parse_hwm_kib("Name:\tpython\nVmPeak:\t 9000 kB\nVmHWM:\t   51234 kB\n") == 51234
-    assert procstat.parse_hwm_kib("Name:\tkthreadd\nState:\tS\n") == 0
+def test_proc_memory_lines_read_as_kib_and_kernel_threads_have_none():
+    assert procstat.field_kib("Name:\tpython\nVmPeak:\t 9000 kB\nVmHWM:\t   51234 kB\n", "VmHWM") == 51234
+    assert procstat.field_kib("Name:\tkthreadd\nState:\tS\n", "VmHWM") == 0
+    assert procstat.field_kib("Rss:   1708 kB\nPss:    810 kB\nPss_Dirty:  116 kB\n", "Pss") == 810
 
 
 def test_proc_readers_see_this_process_and_a_real_listening_socket():
-    assert procstat.group_peak_rss_kib(os.getpgrp()) > 0
+    assert procstat.group_peak_rss_kib(os.getpgrp()) >= procstat.group_pss_kib(os.getpgrp()) > 0
     assert procstat.group_cpu_s(os.getpgrp()) > 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -181,7 +182,10 @@ def _results() -> Results:
             _m("nginx-mirror", 7_000, 1.10, 2.00),
             _m("shadowproxy-equal", 3_500, 0.35, 1.00, conns=1),
             dataclasses.replace(
-                _m("shadowproxy-equal", 7_700, 1.00, 1.90), loop_stalls_per_s=2.25, compared_share=0.996
+                _m("shadowproxy-equal", 7_700, 1.00, 1.90),
+                loop_stalls_per_s=2.25,
+                compared_share=0.996,
+                pss_kib=30_000,
             ),
             _m("shadowproxy-mismatch", 5_000, 1.20, 2.50),
             _m("shadowproxy-hanging-shadow", 7_600, 1.00, 2.50, rss=50_000),
@@ -208,10 +212,10 @@ def test_markdown_table_has_one_cell_per_column_and_one_line_per_failure():
     assert len(lines) == 2 + 8
     assert all(line.count("|") == len(COLUMNS) + 1 for line in lines)
     eq8 = next(line for line in lines if line.startswith("| shadowproxy-equal | 1k | 8 |"))
-    assert "| 7,700 | — | 1.00 | 1.90 | 250 | 39.1 | 2.2 | 100 | 1.10 | 0.11 | +0.92 |" in eq8
+    assert "| 7,700 | — | 1.00 | 1.90 | 250 | 39.1 | 29.3 | 2.2 | 100 | 1.10 | 0.11 | +0.92 |" in eq8
     slow = next(line for line in lines if "slow-shadow" in line)
     assert "FAILED: proxy did not start / log tail |" in slow and "more" not in slow
-    assert slow.count("—") == 11  # every number, none invented
+    assert slow.count("—") == 12  # every number, none invented
 
 
 def test_repeated_rounds_report_the_median_round_whole_and_the_spread():
