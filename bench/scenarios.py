@@ -35,7 +35,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("nginx-mirror", "nginx-mirror", bodies=("1k", "50k")),
     Scenario("shadowproxy-off", "shadowproxy", shadowing=False),
     Scenario("shadowproxy-equal", "shadowproxy", bodies=("1k", "50k")),
-    Scenario("shadowproxy-mismatch", "shadowproxy", shadow="mismatch"),
+    Scenario("shadowproxy-mismatch", "shadowproxy", shadow="mismatch", bodies=("1k", "50k")),
     Scenario("shadowproxy-slow-shadow", "shadowproxy", shadow="slow"),
     Scenario("shadowproxy-hanging-shadow", "shadowproxy", shadow="hanging"),
     Scenario("shadowproxy-equal-w2", "shadowproxy", workers=2, max_connections_only=True),

@@ -126,7 +126,7 @@ def test_plan_is_body_major_and_w2_runs_at_the_highest_load_only():
     got = [(r.body, r.connections) for r in scenarios.plan(equal, ("1k", "50k"), (1, 8))]
     assert got == [("1k", 1), ("1k", 8), ("50k", 1), ("50k", 8)]
     assert [(r.body, r.connections) for r in scenarios.plan(w2, ("1k", "50k"), (1, 8))] == [("1k", 8)]
-    assert scenarios.plan(scenarios.BY_NAME["shadowproxy-mismatch"], ("50k",), (1, 8)) == []
+    assert scenarios.plan(scenarios.BY_NAME["shadowproxy-slow-shadow"], ("50k",), (1, 8)) == []
 
 
 def test_select_names_the_unknown_scenario():
