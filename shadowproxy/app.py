@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from shadowproxy import config
+from shadowproxy.compare_process import CompareProcess
 from shadowproxy.fast.handler import FastProxy
 from shadowproxy.fast.server import FastServer
 from shadowproxy.fast.upstream import FastUpstream
@@ -52,7 +53,14 @@ class Sidecar:
         self.recorder = Recorder(self.metrics, self.store)
         self.tracker = TaskTracker(on_failure=self.metrics.task_failed)
         self.policy = ShadowPolicy(cfg)
-        self.dispatcher = ShadowDispatcher(cfg, self.shadow, self.tracker, self.recorder, self.secondary)
+        self.comparer = (
+            CompareProcess({r.name: cfg.rules_for(r.name) for r in cfg.routes}, cfg.compare)
+            if cfg.shadowing.compare_process
+            else None
+        )
+        self.dispatcher = ShadowDispatcher(
+            cfg, self.shadow, self.tracker, self.recorder, self.secondary, self.comparer
+        )
         self.core = ProxyCore(cfg, self.router, self.policy, self.dispatcher, self.recorder)
         self.ready = False
         self._verdicts: asyncio.Task[None] | None = None
@@ -77,6 +85,13 @@ class Sidecar:
             for up in self._upstreams():
                 await up.close()
             raise
+        if self.comparer is not None:
+            # The store's writer started through the same forkserver, so this rarely fails;
+            # when it does, the loop compares everything until a restart works.
+            try:
+                await self.comparer.start()
+            except Exception as e:
+                log.error("compare: the worker process did not start (%s: %s)", type(e).__name__, e)
         # Its own tracker: `tracker` holds shadow work, which drains; this loop never ends.
         self._verdicts = self._housekeeping.spawn(self._refresh_verdicts(), name="verdict refresh")
         self._flusher = self._housekeeping.spawn(self._flush_metrics(), name="metrics flush")
@@ -110,6 +125,8 @@ class Sidecar:
         cancelled = await self.tracker.drain(drain_timeout_s)
         if cancelled:
             log.warning("shutdown: %d shadow calls still running were cancelled", cancelled)
+        if self.comparer is not None:
+            await self.comparer.close()
         self.metrics.flush()
         for up in self._upstreams():
             await up.close()

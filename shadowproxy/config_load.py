@@ -219,6 +219,10 @@ def _check(cfg: Config, errors: list[str]) -> None:
     if s.breaker.max_cool_off_s < s.breaker.cool_off_s:
         errors.append("shadowing.breaker.max_cool_off_s: must not be less than cool_off_s")
     _check_methods("shadowing.methods", s.methods, errors)
+    if s.compare_process_min_bytes < 0:
+        errors.append(
+            f"shadowing.compare_process_min_bytes: must not be negative, not {s.compare_process_min_bytes}"
+        )
     if s.sticky is not None and (s.sticky.header is None) == (s.sticky.cookie is None):
         errors.append("shadowing.sticky: give exactly one of header or cookie")
     names: set[str] = set()

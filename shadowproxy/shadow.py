@@ -18,7 +18,8 @@ from http.cookies import CookieError, SimpleCookie
 from shadowproxy import config
 from shadowproxy.breaker import Breaker
 from shadowproxy.compare import compare
-from shadowproxy.exchange import Exchange, RequestSnapshot, SkipReason, UpstreamResult
+from shadowproxy.compare_process import CompareProcess
+from shadowproxy.exchange import Comparison, Exchange, RequestSnapshot, SkipReason, UpstreamResult
 from shadowproxy.recording import Recorder
 from shadowproxy.tasks import TaskTracker
 from shadowproxy.transport import Upstream
@@ -98,8 +99,11 @@ class ShadowDispatcher:
         tracker: TaskTracker,
         recorder: Recorder,
         secondary: Upstream | None = None,
+        comparer: CompareProcess | None = None,
     ) -> None:
         self._cfg = cfg
+        self._comparer = comparer
+        self._offload_bytes = cfg.shadowing.compare_process_min_bytes
         self._shadow = shadow
         self._secondary = secondary
         self._tracker = tracker
@@ -130,6 +134,10 @@ class ShadowDispatcher:
         full or every shadow connection is busy, or the breaker is open because the shadow
         keeps failing."""
         if self.in_flight >= self._max or self._sending >= self._max_sending:
+            return "saturated"
+        if self._comparer is not None and self._comparer.busy:
+            # Shed here, before anyone knows whether the answers differ: dropping differing
+            # pairs at the worker would bias the mismatch rate down.
             return "saturated"
         if not self._breaker.allow():
             return "circuit_open"
@@ -172,7 +180,7 @@ class ShadowDispatcher:
                     )
                     return
             second = await secondary_task if secondary_task is not None else None
-            self._rec.exchange(self._judge(req, primary, shadow, second))
+            self._rec.exchange(await self._judge(req, primary, shadow, second))
         finally:
             self.in_flight -= 1
             self._rec.shadow_in_flight(-1)
@@ -185,7 +193,7 @@ class ShadowDispatcher:
         finally:
             self._secondary_sending -= 1
 
-    def _judge(
+    async def _judge(
         self,
         req: RequestSnapshot,
         primary: UpstreamResult,
@@ -193,10 +201,12 @@ class ShadowDispatcher:
         secondary: UpstreamResult | None,
     ) -> Exchange:
         rules = self._rules.get(req.route, self._cfg.compare)
-        comparison = compare(primary, shadow, rules) if primary.ok and shadow.ok else None
+        comparison = (
+            await self._compare(req.route, primary, shadow, rules) if primary.ok and shadow.ok else None
+        )
         noise: tuple[str, ...] = ()
         if secondary is not None and primary.ok and secondary.ok:
-            noise = compare(primary, secondary, rules).paths
+            noise = (await self._compare(req.route, primary, secondary, rules)).paths
         return Exchange(
             request=req,
             primary=primary,
@@ -205,3 +215,16 @@ class ShadowDispatcher:
             secondary=secondary if secondary is not None and secondary.ok else None,
             noise_paths=noise,
         )
+
+    async def _compare(
+        self, route: str, a: UpstreamResult, b: UpstreamResult, rules: config.CompareRules
+    ) -> Comparison:
+        """Equal bodies (the usual case) and small ones compare here, cheaply; larger ones
+        that differ in the worker process, unless it cannot take or answer them."""
+        comparer = self._comparer
+        if comparer is not None and len(a.body) + len(b.body) >= self._offload_bytes and a.body != b.body:
+            answer = comparer.compare(route, a, b)
+            got = None if answer is None else await answer
+            if got is not None:
+                return got
+        return compare(a, b, rules)

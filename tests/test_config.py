@@ -71,7 +71,7 @@ routes:
   - {name: user, match: "api/users/{id}"}
   - {match: "/x"}
 gate: {confidence: 1.5}
-shadowing: {methods: [GET, FETCH], sample_rate: 2}
+shadowing: {methods: [GET, FETCH], sample_rate: 2, compare_process_min_bytes: -1}
 """
     )
     expected = [
@@ -87,6 +87,7 @@ shadowing: {methods: [GET, FETCH], sample_rate: 2}
         "gate.confidence: must be strictly between 0 and 1, not 1.5",
         "shadowing.methods: 'FETCH' is not an HTTP method",
         "shadowing.sample_rate: must be between 0 and 1, not 2",
+        "shadowing.compare_process_min_bytes: must not be negative",
     ]
     for want in expected:
         assert any(e.startswith(want) for e in errors), f"missing {want!r} in {errors}"

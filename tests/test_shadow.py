@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import random
+import signal
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
@@ -138,6 +141,70 @@ async def test_every_shadow_failure_is_data_and_never_reaches_the_client(
     assert shadow_codes[expected_code] == 1, shadow_codes
     mismatches = value(r, "shadowproxy_comparisons_total", route=route, method="GET", result="mismatch")
     assert mismatches == (1 if failure in ("invalid_json", "huge_body", "http_500") else 0)
+
+
+def big_doc(n: int) -> bytes:
+    """JSON over compare_process_min_bytes, so a differing pair goes to the worker."""
+    return orjson.dumps({"items": [{"id": i, "n": n, "pad": "x" * 40} for i in range(400)]})
+
+
+@pytest.mark.parametrize("offload_bytes", [0, 16 * 1024, 10**9])
+async def test_large_differing_answers_are_compared_in_the_worker_and_counted_the_same(
+    offload_bytes, make_upstream, sidecar, tmp_path
+):
+    async def answer(n):
+        async def handler(request, up):
+            return web.Response(body=big_doc(n), content_type="application/json")
+
+        return await make_upstream(handler)
+
+    primary, shadow = await answer(1), await answer(2)
+    cfg = make_config(primary.url, shadow.url, tmp_path)
+    cfg = dataclasses.replace(
+        cfg, shadowing=dataclasses.replace(cfg.shadowing, compare_process_min_bytes=offload_bytes)
+    )
+    r = await sidecar(cfg)
+    assert r.sidecar.comparer is not None and r.sidecar.comparer.pid is not None
+    for _ in range(3):
+        status, body, _ = await get(r.proxy_url + "/api/items")
+        assert (status, body) == (200, big_doc(1))
+    await settle(r)
+    route = "/api/items"
+    assert value(r, "shadowproxy_comparisons_total", route=route, method="GET", result="mismatch") == 3
+    assert value(r, "shadowproxy_field_mismatches_total", route=route, field="$.items[*].n") == 3
+    assert r.sidecar.comparer.answered == (3 if offload_bytes < 2 * len(big_doc(1)) else 0)
+
+
+async def test_a_busy_worker_sheds_shadow_calls_before_their_answers_are_known(
+    make_upstream, sidecar, tmp_path
+):
+    async def answer(n):
+        async def handler(request, up):
+            return web.Response(body=big_doc(n), content_type="application/json")
+
+        return await make_upstream(handler)
+
+    primary, shadow = await answer(1), await answer(2)
+    r = await sidecar(make_config(primary.url, shadow.url, tmp_path))
+    comparer = r.sidecar.comparer
+    os.kill(comparer.pid, signal.SIGSTOP)  # a worker that has fallen behind
+    try:
+        for _ in range(40):  # more than half its queue of 64
+            assert (await get(r.proxy_url + "/api/items"))[:2] == (200, big_doc(1))
+        assert comparer.busy
+        status, body, _ = await get(r.proxy_url + "/api/items")  # still served, not shadowed
+        assert (status, body) == (200, big_doc(1))
+    finally:
+        os.kill(comparer.pid, signal.SIGCONT)
+    await settle(r)
+    route = "/api/items"
+    assert value(r, "shadowproxy_shadow_skipped_total", route=route, reason="saturated") >= 1
+    shadowed = value(
+        r, "shadowproxy_upstream_requests_total", backend="shadow", route=route, method="GET", code="200"
+    )
+    # Every pair that was shadowed was compared, and found to differ: none dropped on the way.
+    assert value(r, "shadowproxy_comparisons_total", route=route, method="GET", result="mismatch") == shadowed
+    assert value(r, "shadowproxy_comparisons_total", route=route, method="GET", result="match") == 0
 
 
 async def test_unsafe_methods_are_not_shadowed_by_default(primary, make_upstream, sidecar, tmp_path):
