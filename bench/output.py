@@ -35,12 +35,12 @@ Upstreams are nginx (worker_processes 1, keepalive, access_log off) serving the 
 the slow shadow answers after 200 ms and the hanging one never (shadow timeout_s 1), both a bare asyncio
 process. proxy CPU = utime+stime of the proxy's process group over the row / requests; peak RSS = VmHWM
 summed over the group (since the proxy started: one proxy process per scenario, rows in table order;
-the group includes the store's writer process and its forkserver, whose shared pages it counts twice);
-PSS = the group's proportional set size at the end of the row, shared pages counted once;
-loop stalls = ticks of the proxy's 10 ms event-loop timer more than 2 ms late during the row, per
-second; pairs compared = the proxy's
-comparisons over its client requests during the row (both from its /metrics): under 100 % when it
-skipped shadows (saturated) or they failed, so that row's req/s are those of less work.
+the group includes the store's writer, the comparison worker and their forkserver, whose shared pages
+it counts twice); PSS = the group's proportional set size at the end of the row, shared pages counted
+once; loop stalls = ticks of the proxy's 10 ms event-loop timer more than 2 ms late during the row,
+per second; pairs compared = the proxy's comparisons over its client requests during the row (both
+from its /metrics): under 100 % when it skipped shadows (saturated) or they failed, so that row's
+req/s are those of less work.
 Ratios compare with nginx-mirror and direct at the same body and connections."""
 
 

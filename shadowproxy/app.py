@@ -54,9 +54,7 @@ class Sidecar:
         self.tracker = TaskTracker(on_failure=self.metrics.task_failed)
         self.policy = ShadowPolicy(cfg)
         self.comparer = (
-            CompareProcess({r.name: cfg.rules_for(r.name) for r in cfg.routes}, cfg.compare)
-            if cfg.shadowing.compare_process
-            else None
+            CompareProcess(cfg.rules_by_route(), cfg.compare) if cfg.shadowing.compare_process else None
         )
         self.dispatcher = ShadowDispatcher(
             cfg, self.shadow, self.tracker, self.recorder, self.secondary, self.comparer

@@ -351,6 +351,11 @@ class Config:
             return self.compare
         return self.compare.merged(route_rules(r.compare))
 
+    def rules_by_route(self) -> dict[str, CompareRules]:
+        """Every configured route's merged rules, built once: rules_for builds a new object
+        per call, and compare() caches its compiled form per rules object."""
+        return {r.name: self.rules_for(r.name) for r in self.routes}
+
     def gate_for(self, route: str) -> Gate:
         r = self.route(route)
         if r is None:

@@ -121,8 +121,7 @@ class ShadowDispatcher:
         self._primary_wait_s = cfg.primary.timeout_s + 1.0
         self.in_flight = 0
         self._breaker = Breaker(cfg.shadowing.breaker)
-        # Merged once: rules_for builds a new object, and compare() caches by rules.
-        self._rules = {r.name: cfg.rules_for(r.name) for r in cfg.routes}
+        self._rules = cfg.rules_by_route()
 
     def try_start(
         self,
