@@ -54,6 +54,19 @@ def test_the_writer_is_a_process_that_a_ctrl_c_does_not_stop(db: str) -> None:
     assert writers() == []
 
 
+def killed_writer(s: Store) -> int:
+    """One request written, then the writer killed and a second request shipped to it (lost):
+    the dead writer's pid."""
+    s.record_request("user")
+    s.flush()
+    (first,) = writers()
+    os.kill(first.pid or 0, signal.SIGKILL)
+    first.join()
+    s.record_request("user")
+    s.flush()
+    return first.pid or 0
+
+
 def test_a_killed_writer_loses_one_batch_says_so_and_is_replaced(
     db: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -61,20 +74,14 @@ def test_a_killed_writer_loses_one_batch_says_so_and_is_replaced(
     s = make(db, on_drop=drops.append)
     s.start()
     try:
-        s.record_request("user")
-        s.flush()
-        (first,) = writers()
-        os.kill(first.pid or 0, signal.SIGKILL)
-        first.join()
-        s.record_request("user")  # shipped to the dead writer: lost, and logged
-        s.flush()
+        first = killed_writer(s)
         assert "the writer process ended (exit code -9)" in caplog.text
         assert drops == ["store_batch_lost"]  # shadowproxy_shadow_dropped_total counts it
         s.record_request("user")
         s.record_request("user")
         s.flush()
         (second,) = writers()
-        assert second.pid != first.pid
+        assert second.pid != first
         assert requests(s) == 3
     finally:
         s.close()
@@ -87,13 +94,7 @@ def test_a_writer_that_cannot_be_replaced_costs_that_batch_counted_and_the_next_
     s = make(db, on_drop=drops.append)
     s.start()
     try:
-        s.record_request("user")
-        s.flush()
-        (first,) = writers()
-        os.kill(first.pid or 0, signal.SIGKILL)
-        first.join()
-        s.record_request("user")
-        s.flush()  # the dead writer's batch
+        killed_writer(s)
         # No file descriptor left for a new writer's pipe: a real EMFILE, not a stand-in. The
         # limit bounds descriptor numbers, and a new one takes the lowest free number: that.
         lowest = os.dup(0)
