@@ -42,6 +42,7 @@ from shadowproxy.exchange import Comparison, FieldDiff, UpstreamResult
 log = logging.getLogger("shadowproxy.compare")
 
 _HEADER = struct.Struct("!i")  # multiprocessing.Connection's frame header: the child reads those
+_MAX_FRAME = 2**31 - 1  # what that header can say
 _RESTART_AFTER_S = 5.0
 
 _Job = tuple[int, str, tuple[Any, ...], tuple[Any, ...]]
@@ -79,7 +80,10 @@ def serve(pipe: Connection, rules: dict[str, config.CompareRules], default: conf
                 replies.append((seq, _encode(c), ""))
             except Exception as e:  # one bad pair must not end the worker
                 replies.append((seq, None, type(e).__name__))
-        pipe.send_bytes(pickle.dumps(replies, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            pipe.send_bytes(pickle.dumps(replies, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the parent is gone: nobody to answer
+            return
 
 
 class _Link(asyncio.Protocol):
@@ -193,6 +197,10 @@ class CompareProcess:
         if not jobs or link is None or link.transport is None:
             return  # _lost has answered them
         data = pickle.dumps(jobs, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(data) > _MAX_FRAME:
+            # Only with shadowing.max_response_bytes in the hundreds of MiB: the loop compares.
+            self._answered([(seq, None, "frame too large") for seq, *_ in jobs])
+            return
         link.transport.write(_HEADER.pack(len(data)) + data)
 
     def _answered(self, replies: list[_Reply]) -> None:
@@ -201,7 +209,7 @@ class CompareProcess:
             entry = self._pending.pop(seq, None)
             if encoded is None and self._failures_logged < 3:  # a bug: said, not flooded
                 self._failures_logged += 1
-                log.error("compare: comparing a pair failed in the worker (%s); the loop compares it", error)
+                log.error("compare: the worker could not compare a pair (%s); the loop compares it", error)
             if entry is not None and not entry[0].done():
                 entry[0].set_result(None if encoded is None else _decode(encoded))
 
