@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
@@ -35,7 +34,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
-from shadowproxy import config
+from shadowproxy import children, config
 from shadowproxy.compare import compare
 from shadowproxy.exchange import Comparison, FieldDiff, UpstreamResult
 
@@ -152,13 +151,7 @@ class CompareProcess:
         self._proc, self._link = proc, link
 
     def _spawn(self) -> tuple[BaseProcess, socket.socket]:
-        ctx = multiprocessing.get_context("forkserver")
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=serve, args=(theirs, *self._args), name="shadowproxy-compare")
-        try:
-            proc.start()
-        finally:
-            theirs.close()
+        proc, ours = children.spawn(serve, self._args, "shadowproxy-compare")
         sock = socket.socket(fileno=os.dup(ours.fileno()))
         ours.close()
         sock.setblocking(False)

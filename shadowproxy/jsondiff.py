@@ -1,8 +1,8 @@
 """Structural diff of two parsed JSON values under the compare rules.
 
 This runs on every mismatching pair, so it is a plain walk of both values that skips equal
-subtrees (C-speed `==`, confirmed by a walk over kinds so `true` never passes for `1`) and stops once
-it holds `cap` differences. DeepDiff only explains stored samples (see compare.explain).
+subtrees (C-speed `==`, confirmed by a walk over kinds so `true` never passes for `1`) and
+stops once it holds `cap` differences. DeepDiff only explains stored samples (see compare.explain).
 """
 
 from __future__ import annotations

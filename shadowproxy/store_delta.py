@@ -47,11 +47,11 @@ class RouteDelta:
         c = self.counts
         c[name] = c.get(name, 0) + n
 
-    def count_field(self, path: str, index: int) -> None:
+    def count_field(self, path: str, index: int, n: int = 1) -> None:
         # The batch is bounded like the table: a flood of new paths folds into OTHER_FIELD.
         if path not in self.fields and len(self.fields) >= MAX_FIELD_PATHS:
             path = OTHER_FIELD
-        self.fields.setdefault(path, [0, 0])[index] += 1
+        self.fields.setdefault(path, [0, 0])[index] += n
 
     def add(self, newer: RouteDelta) -> None:
         for name, n in newer.counts.items():
@@ -60,11 +60,8 @@ class RouteDelta:
         self.shadow.add(newer.shadow)
         self.pairs.update(newer.pairs)  # the newer pair in a slot replaced the older one
         for path, (raw, noise) in newer.fields.items():
-            if path not in self.fields and len(self.fields) >= MAX_FIELD_PATHS:
-                path = OTHER_FIELD
-            c = self.fields.setdefault(path, [0, 0])
-            c[0] += raw
-            c[1] += noise
+            self.count_field(path, 0, raw)
+            self.count_field(path, 1, noise)
 
 
 @dataclass(slots=True)

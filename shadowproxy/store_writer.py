@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import multiprocessing
 import signal
 import sqlite3
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from shadowproxy import config
+from shadowproxy import children, config
 from shadowproxy.exchange import Exchange
 from shadowproxy.redact import Redactor
 from shadowproxy.store_delta import Delta
@@ -230,21 +229,7 @@ class WriterProcess:
         self._pipe: Connection | None = None
 
     def start(self) -> None:
-        # forkserver: each writer is forked from one small server that has imported this
-        # module once, not a fresh interpreter importing it (and DeepDiff) every time, and
-        # not a fork of the proxy with its threads and event loop.
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", __name__, "shadowproxy.compare"])
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=serve, args=(theirs, *self._args), name="shadowproxy-store-writer")
-        try:
-            proc.start()
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self._proc, self._pipe = proc, ours
+        self._proc, self._pipe = children.spawn(serve, self._args, "shadowproxy-store-writer")
         # Registered after multiprocessing's own exit handler, so it runs first: a proxy that
         # exits without close() closes the pipe, the writer sees the end and exits, and
         # multiprocessing's join of its children returns.
