@@ -113,6 +113,14 @@ class Sidecar:
                 # A failed refresh leaves the last verdict standing; the next one may succeed.
                 log.exception("live verdict refresh failed")
 
+    async def settle(self, timeout_s: float) -> int:
+        """Let the shadowed pairs in flight finish, up to `timeout_s`; abandon the rest
+        (unrecorded) and return how many."""
+        abandoned = await self.dispatcher.idle(timeout_s)
+        # What is left is the tasks of abandoned pairs, and of finished ones on their way out.
+        await self.tracker.drain(1.0 if abandoned else timeout_s)
+        return abandoned
+
     async def stop(self, drain_timeout_s: float) -> None:
         self.ready = False
         self._watch.stop()
@@ -120,9 +128,9 @@ class Sidecar:
             if task is not None:
                 task.cancel()
         await self._housekeeping.drain(1.0)
-        cancelled = await self.tracker.drain(drain_timeout_s)
-        if cancelled:
-            log.warning("shutdown: %d shadow calls still running were cancelled", cancelled)
+        abandoned = await self.settle(drain_timeout_s)
+        if abandoned:
+            log.warning("shutdown: %d shadow calls still running were abandoned", abandoned)
         if self.comparer is not None:
             await self.comparer.close()
         self.metrics.flush()

@@ -8,7 +8,6 @@ no async generator (mypyc compiles neither well).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -18,7 +17,7 @@ from shadowproxy import config
 from shadowproxy.exchange import ErrorKind, Headers, RequestSnapshot, SkipReason, UpstreamResult
 from shadowproxy.recording import Recorder
 from shadowproxy.routes import Router
-from shadowproxy.shadow import ShadowDispatcher, ShadowPolicy
+from shadowproxy.shadow import ShadowDispatcher, Shadowed, ShadowPolicy
 from shadowproxy.transport import HOP_BY_HOP, classify, strip_hop_by_hop
 
 log = logging.getLogger("shadowproxy.proxy")
@@ -99,10 +98,9 @@ class ProxyCore:
         body: bytes | None,
         request_id: str,
         host: str | None,
-    ) -> asyncio.Future[UpstreamResult] | None:
+    ) -> Shadowed | None:
         """Start the shadow call unless `skip` (or the in-flight cap) says no, and record a skip.
-        Returns the future the primary's result must be set on (see primary_done)."""
-        primary_fut: asyncio.Future[UpstreamResult] | None = None
+        Returns what the primary's result must be set on (see primary_done)."""
         if skip is None:
             snapshot = RequestSnapshot(
                 method=method,
@@ -113,13 +111,12 @@ class ProxyCore:
                 request_id=request_id,
                 route=route,
             )
-            primary_fut = asyncio.get_running_loop().create_future()
-            skip = self._dispatcher.try_start(snapshot, host, primary_fut)
-            if skip is not None:
-                primary_fut = None
-        if skip is not None:
-            self.rec.skipped(route, method, skip)
-        return primary_fut
+            started = self._dispatcher.try_start(snapshot, host)
+            if isinstance(started, Shadowed):
+                return started
+            skip = started
+        self.rec.skipped(route, method, skip)
+        return None
 
     def primary_failed(
         self, route: str, method: str, exc: BaseException, started: float
@@ -162,11 +159,11 @@ class ProxyCore:
         log.warning("primary %s %s failed mid-body after %d bytes: %s", method, route, size, detail)
 
 
-def primary_done(fut: asyncio.Future[UpstreamResult] | None, result: UpstreamResult | None) -> None:
-    """Hand the primary's answer to the waiting shadow task (a failure if there was none)."""
-    if fut is not None and not fut.done():
+def primary_done(pair: Shadowed | None, result: UpstreamResult | None) -> None:
+    """Hand the primary's answer to its shadowed pair (a failure if there was none)."""
+    if pair is not None and not pair.done():
         # No result: the primary failed after its headers went out, or the client left.
-        fut.set_result(result or failed_result("primary gave no complete answer"))
+        pair.set_result(result or failed_result("primary gave no complete answer"))
 
 
 Read = Callable[[], Awaitable[bytes]]  # the next chunk of a request body; b"" at its end

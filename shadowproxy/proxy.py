@@ -82,7 +82,7 @@ class ProxyHandler:
             body, rest = await read_bounded(request.content.readany, core.max_body)
             if rest:
                 skip = "body_too_large"
-        primary_fut = core.shadow_begin(
+        pair = core.shadow_begin(
             skip, route, method, raw_path, query, forwarded, body, request_id, request.host
         )
 
@@ -94,10 +94,10 @@ class ProxyHandler:
         result: UpstreamResult | None = None
         try:
             response, result = await self._forward(
-                request, route, raw_path, query, forwarded, data, request_id, capture=primary_fut is not None
+                request, route, raw_path, query, forwarded, data, request_id, capture=pair is not None
             )
         finally:
-            primary_done(primary_fut, result)
+            primary_done(pair, result)
         core.rec.request(route, method, response.status)
         return response
 

@@ -1,9 +1,10 @@
 """Which requests are shadowed, and the bounded background work that shadows them.
 
 Rule 1 lives here: nothing in this module may delay, fail or alter the primary response.
-`ShadowDispatcher.try_start` never blocks and never raises into the caller; the shadow call,
-the wait for the primary's answer and the comparison all run in a tracked background task
-that records its outcome (failures included) as data.
+`ShadowDispatcher.try_start` never blocks and never raises into the caller. A shadowed
+request is a `Shadowed`: its answers come in by callbacks (the shadow's from the pool, or
+from a tracked task where the engine needs one; the primary's from the handler), and the
+last one in compares and records the pair, failures included, as data.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shadowproxy.breaker import Breaker
 from shadowproxy.compare import compare
 from shadowproxy.compare_process import CompareProcess
 from shadowproxy.exchange import Comparison, Exchange, RequestSnapshot, SkipReason, UpstreamResult
+from shadowproxy.fast.deadlines import Deadlines
 from shadowproxy.recording import Recorder
 from shadowproxy.tasks import TaskTracker
 from shadowproxy.transport import Upstream
@@ -89,6 +91,41 @@ class ShadowPolicy:
         return morsel.value if morsel is not None else None
 
 
+class Shadowed:
+    """One shadowed request until its pair is recorded: the answers as they come in.
+
+    No task and no future of its own: on the fast engine both cost more than comparing an
+    equal pair. To the handler it looks like the future it sets the primary's answer on
+    (`done`, `set_result`); to the dispatcher's deadline, like one that can time out."""
+
+    __slots__ = ("_owner", "client_host", "missing", "over", "primary", "req", "secondary", "shadow")
+
+    def __init__(self, owner: ShadowDispatcher, req: RequestSnapshot, client_host: str | None) -> None:
+        self._owner = owner
+        self.req = req
+        self.client_host = client_host
+        self.primary: UpstreamResult | None = None
+        self.shadow: UpstreamResult | None = None
+        self.secondary: UpstreamResult | None = None
+        self.missing = 2  # answers still to come: the primary's, the shadow's (a secondary's)
+        self.over = False  # recorded, dropped or abandoned: late answers are ignored
+
+    def done(self) -> bool:
+        return self.primary is not None or self.over
+
+    def set_result(self, primary: UpstreamResult) -> None:
+        """The primary's answer (forwarding.primary_done)."""
+        self.primary = primary
+        self._owner._primary_in(self)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """The primary's answer did not come in time (the dispatcher's deadline)."""
+        self._owner._primary_late(self)
+
+    def shadow_in(self, result: UpstreamResult | None) -> None:
+        self._owner._shadow_in(self, result)
+
+
 class ShadowDispatcher:
     """Bounded concurrent shadow calls; the outcome of each goes to the recorder."""
 
@@ -117,22 +154,25 @@ class ShadowDispatcher:
         self._max_sending = shadow.cfg.max_connections
         self._secondary_sending = 0
         self._capture = cfg.shadowing.max_response_bytes
-        # The primary's answer can take its own timeout; a shadow task never outlives both.
+        # The primary's answer can take its own timeout; a pair never waits longer for it.
         self._primary_wait_s = cfg.primary.timeout_s + 1.0
-        self.in_flight = 0
+        self._calls: set[Shadowed] = set()
+        # Made on the loop, at the first wait for a primary (not every app has one yet).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: Deadlines | None = None
+        self._idle: asyncio.Future[None] | None = None
         self._breaker = Breaker(cfg.shadowing.breaker)
         self._rules = cfg.rules_by_route()
 
-    def try_start(
-        self,
-        req: RequestSnapshot,
-        client_host: str | None,
-        primary: asyncio.Future[UpstreamResult],
-    ) -> SkipReason | None:
-        """Start shadowing `req`; or say why not (nothing started): the in-flight cap is
-        full or every shadow connection is busy, or the breaker is open because the shadow
-        keeps failing."""
-        if self.in_flight >= self._max or self._sending >= self._max_sending:
+    @property
+    def in_flight(self) -> int:
+        return len(self._calls)
+
+    def try_start(self, req: RequestSnapshot, client_host: str | None) -> Shadowed | SkipReason:
+        """Start shadowing `req` (the result waits for the primary's answer); or say why not
+        (nothing started): the in-flight cap is full or every shadow connection is busy, or
+        the breaker is open because the shadow keeps failing."""
+        if len(self._calls) >= self._max or self._sending >= self._max_sending:
             return "saturated"
         if self._comparer is not None and self._comparer.busy:
             # Shed here, before anyone knows whether the answers differ: dropping differing
@@ -140,90 +180,167 @@ class ShadowDispatcher:
             return "saturated"
         if not self._breaker.allow():
             return "circuit_open"
-        self.in_flight += 1
+        call = Shadowed(self, req, client_host)
+        self._calls.add(call)
         self._sending += 1
         self._rec.shadow_in_flight(1)
-        self._tracker.spawn(self._run(req, client_host, primary), name=f"shadow {req.request_id}")
-        return None
+        secondary = self._secondary
+        if (
+            secondary is not None
+            and req.method in config.SAFE_METHODS
+            and self._secondary_sending < secondary.cfg.max_connections
+        ):
+            # Its evidence is optional: with its pool full, this pair goes without it.
+            self._secondary_sending += 1
+            call.missing += 1
+            self._tracker.spawn(self._fetch_secondary(secondary, call), name=f"secondary {req.request_id}")
+        if not self._shadow.begin_fetch(req, client_host, self._capture, call.shadow_in):
+            self._tracker.spawn(self._fetch(call), name=f"shadow {req.request_id}")
+        return call
 
-    async def _run(
-        self, req: RequestSnapshot, client_host: str | None, primary_fut: asyncio.Future[UpstreamResult]
-    ) -> None:
-        try:
-            secondary_task = None
-            secondary = self._secondary
-            if (
-                secondary is not None
-                and req.method in config.SAFE_METHODS
-                and self._secondary_sending < secondary.cfg.max_connections
-            ):
-                # Its evidence is optional: with its pool full, this pair goes without it.
-                self._secondary_sending += 1
-                secondary_task = self._tracker.spawn(
-                    self._fetch_secondary(secondary, req, client_host), name=f"secondary {req.request_id}"
-                )
+    async def idle(self, timeout_s: float) -> int:
+        """Wait up to `timeout_s` until no pair is in flight; abandon the rest (they will not
+        be recorded) and return how many."""
+        if self._calls:
+            self._idle = asyncio.get_running_loop().create_future()
             try:
-                shadow = await self._shadow.fetch(req, client_host, self._capture)
+                await asyncio.wait_for(asyncio.shield(self._idle), timeout_s)
+            except TimeoutError:
+                pass
             finally:
-                self._sending -= 1
-            self._breaker.record(shadow.error is not None)
-            self._rec.upstream(req.route, req.method, shadow)
-            if primary_fut.done():  # the usual case: no need for wait_for's timer and shield
-                primary = primary_fut.result()
-            else:
-                try:
-                    primary = await asyncio.wait_for(asyncio.shield(primary_fut), self._primary_wait_s)
-                except TimeoutError:
-                    log.warning(
-                        "primary answer for %s never completed; shadow result dropped", req.request_id
-                    )
-                    return
-            second = await secondary_task if secondary_task is not None else None
-            self._rec.exchange(await self._judge(req, primary, shadow, second))
-        finally:
-            self.in_flight -= 1
-            self._rec.shadow_in_flight(-1)
+                self._idle = None
+        left = list(self._calls)
+        for call in left:
+            self._finish(call)
+        return len(left)
 
-    async def _fetch_secondary(
-        self, secondary: Upstream, req: RequestSnapshot, client_host: str | None
-    ) -> UpstreamResult:
+    # ---- the answers coming in
+
+    async def _fetch(self, call: Shadowed) -> None:
+        call.shadow_in(await self._shadow.fetch(call.req, call.client_host, self._capture))
+
+    async def _fetch_secondary(self, secondary: Upstream, call: Shadowed) -> None:
         try:
-            return await secondary.fetch(req, client_host, self._capture)
+            result = await secondary.fetch(call.req, call.client_host, self._capture)
         finally:
             self._secondary_sending -= 1
+        if not call.over:
+            call.secondary = result if result.ok else None
+            self._answer_in(call)
 
-    async def _judge(
-        self,
-        req: RequestSnapshot,
-        primary: UpstreamResult,
-        shadow: UpstreamResult,
-        secondary: UpstreamResult | None,
-    ) -> Exchange:
-        rules = self._rules.get(req.route, self._cfg.compare)
-        comparison = (
-            await self._compare(req.route, primary, shadow, rules) if primary.ok and shadow.ok else None
-        )
-        noise: tuple[str, ...] = ()
-        if secondary is not None and primary.ok and secondary.ok:
-            noise = (await self._compare(req.route, primary, secondary, rules)).paths
-        return Exchange(
-            request=req,
-            primary=primary,
-            shadow=shadow,
-            comparison=comparison,
-            secondary=secondary if secondary is not None and secondary.ok else None,
-            noise_paths=noise,
+    def _shadow_in(self, call: Shadowed, result: UpstreamResult | None) -> None:
+        if call.over:
+            return
+        if result is None:  # the engine asks for fetch() instead (a dead idle connection)
+            self._tracker.spawn(self._fetch(call), name=f"shadow {call.req.request_id}")
+            return
+        self._sending -= 1
+        self._breaker.record(result.error is not None)
+        self._rec.upstream(call.req.route, call.req.method, result)
+        call.shadow = result
+        if call.primary is None:
+            self._wait_for_primary(call)
+        self._answer_in(call)
+
+    def _wait_for_primary(self, call: Shadowed) -> None:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        if deadlines is None:
+            deadlines = self._deadlines = Deadlines(loop)
+        deadlines.watch(call, loop.time() + self._primary_wait_s)
+
+    def _primary_in(self, call: Shadowed) -> None:
+        if call.shadow is not None and self._deadlines is not None:
+            self._deadlines.forget(call)
+        self._answer_in(call)
+
+    def _primary_late(self, call: Shadowed) -> None:
+        log.warning("primary answer for %s never completed; shadow result dropped", call.req.request_id)
+        self._finish(call)
+
+    def _answer_in(self, call: Shadowed) -> None:
+        call.missing -= 1
+        if call.missing == 0 and not call.over:
+            self._conclude(call)
+
+    # ---- the pair
+
+    def _conclude(self, call: Shadowed) -> None:
+        """Compare and record the pair: here, or in a task when the comparison worker
+        takes it. Runs in whatever answered last, so it must not raise."""
+        p, s, second = call.primary, call.shadow, call.secondary
+        assert p is not None and s is not None
+        try:
+            rules = self._rules.get(call.req.route, self._cfg.compare)
+            both = p.ok and s.ok
+            if (both and self._offloads(p, s)) or (second is not None and p.ok and self._offloads(p, second)):
+                self._tracker.spawn(
+                    self._conclude_offloaded(call, rules), name=f"compare {call.req.request_id}"
+                )
+                return
+            comparison = compare(p, s, rules) if both else None
+            noise = compare(p, second, rules).paths if second is not None and p.ok else ()
+            self._rec.exchange(_exchange(call, comparison, noise))
+        except Exception as e:
+            self._tracker.failed(e, f"compare {call.req.request_id}")
+        self._finish(call)
+
+    async def _conclude_offloaded(self, call: Shadowed, rules: config.CompareRules) -> None:
+        p, s, second = call.primary, call.shadow, call.secondary
+        assert p is not None and s is not None
+        try:
+            comparison = await self._compare(call.req.route, p, s, rules) if p.ok and s.ok else None
+            noise: tuple[str, ...] = ()
+            if second is not None and p.ok:
+                noise = (await self._compare(call.req.route, p, second, rules)).paths
+            if not call.over:
+                self._rec.exchange(_exchange(call, comparison, noise))
+        finally:
+            self._finish(call)
+
+    def _offloads(self, a: UpstreamResult, b: UpstreamResult) -> bool:
+        """Equal bodies (the usual case) and small ones compare on the loop, cheaply; larger
+        ones that differ in the worker process."""
+        return (
+            self._comparer is not None
+            and len(a.body) + len(b.body) >= self._offload_bytes
+            and a.body != b.body
         )
 
     async def _compare(
         self, route: str, a: UpstreamResult, b: UpstreamResult, rules: config.CompareRules
     ) -> Comparison:
-        """Equal bodies (the usual case) and small ones compare here, cheaply; larger ones
-        that differ in the worker process, unless it cannot take or answer them."""
+        """In the worker when it should and can take it, else here."""
         comparer = self._comparer
-        if comparer is not None and len(a.body) + len(b.body) >= self._offload_bytes and a.body != b.body:
+        if comparer is not None and self._offloads(a, b):
             answer = comparer.compare(route, a, b)
             got = None if answer is None else await answer
             if got is not None:
                 return got
         return compare(a, b, rules)
+
+    def _finish(self, call: Shadowed) -> None:
+        if call.over:
+            return
+        call.over = True
+        if call.shadow is None:
+            self._sending -= 1  # abandoned mid-call: its connection is the pool's to drop
+        self._calls.discard(call)
+        self._rec.shadow_in_flight(-1)
+        idle = self._idle
+        if idle is not None and not self._calls and not idle.done():
+            idle.set_result(None)
+
+
+def _exchange(call: Shadowed, comparison: Comparison | None, noise: tuple[str, ...]) -> Exchange:
+    assert call.primary is not None and call.shadow is not None
+    return Exchange(
+        request=call.req,
+        primary=call.primary,
+        shadow=call.shadow,
+        comparison=comparison,
+        secondary=call.secondary,
+        noise_paths=noise,
+    )

@@ -41,10 +41,14 @@ class TaskTracker:
             return
         exc = task.exception()
         if exc is not None:
-            self.failures += 1
-            log.error("background task %s failed: %r", task.get_name(), exc, exc_info=exc)
-            if self._on_failure is not None:
-                self._on_failure(exc)
+            self.failed(exc, task.get_name())
+
+    def failed(self, exc: BaseException, name: str) -> None:
+        """Log and count a failure of background work, a task's or a callback's."""
+        self.failures += 1
+        log.error("background task %s failed: %r", name, exc, exc_info=exc)
+        if self._on_failure is not None:
+            self._on_failure(exc)
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -27,7 +27,7 @@ def json_handler(doc: dict[str, object], status: int = 200, content_type: str = 
 
 
 async def settle(r) -> None:
-    await r.sidecar.tracker.drain(10.0)
+    await r.sidecar.settle(10.0)
     await asyncio.to_thread(r.sidecar.store.flush)
 
 
@@ -162,7 +162,7 @@ async def test_the_store_keeps_counts_across_a_restart(make_upstream, sidecar, t
         async with running(cfg, _registry()) as r:
             async with aiohttp.ClientSession() as s, s.get(r.proxy_url + "/api/users/1") as resp:
                 assert resp.status == 200
-            await r.sidecar.tracker.drain(10.0)
+            await r.sidecar.settle(10.0)
     from shadowproxy.redact import Redactor
     from shadowproxy.store import Store
 

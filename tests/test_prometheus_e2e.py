@@ -94,13 +94,13 @@ async def test_every_query_returns_data_and_both_report_sources_agree(make_upstr
         # One request per route first, and a scrape of it: a series Prometheus first sees at
         # a value above zero hides that value from increase(). The store counts these too.
         await send(r.proxy_url, ALL, 1, writes=1)
-        await r.sidecar.tracker.drain(10.0)
+        await r.sidecar.settle(10.0)
         await prom.wait_for("sum(shadowproxy_comparisons_total)", lambda res: bool(res) and res[0].value >= 4)
         await send(r.proxy_url, ("good", "diff", "fail"), PER_ROUTE)
         shadow.release.clear()
         await send(r.proxy_url, ("slow",), PER_ROUTE)
         shadow.release.set()
-        await r.sidecar.tracker.drain(10.0)
+        await r.sidecar.settle(10.0)
         shadowed = 3 * (PER_ROUTE + 1) + 1 + IN_FLIGHT
         await prom.wait_for(
             "sum(shadowproxy_upstream_requests_total{backend='shadow'})",
@@ -168,7 +168,7 @@ async def test_promtool_finds_no_problem_in_the_scraped_metrics(make_upstream, s
     shadow = await make_upstream(Shadow())
     r = await sidecar(make_config(primary.url, shadow.url, tmp_path, routes=ROUTES))
     await send(r.proxy_url, ("good", "diff", "fail"), 3)
-    await r.sidecar.tracker.drain(10.0)
+    await r.sidecar.settle(10.0)
     async with aiohttp.ClientSession() as s, s.get(r.admin_url + "/metrics") as resp:
         text = await resp.read()
     assert b"shadowproxy_field_mismatches_total" in text

@@ -42,7 +42,7 @@ def value(r, name: str, **labels: str) -> float:
 
 async def settle(r) -> None:
     """Wait until every shadow task has finished and the store has written it."""
-    await r.sidecar.tracker.drain(10.0)
+    await r.sidecar.settle(10.0)
     await asyncio.to_thread(r.sidecar.store.flush)
 
 

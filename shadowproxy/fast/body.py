@@ -55,6 +55,11 @@ class BodyStream:
         self._pressure = None
 
     @property
+    def size(self) -> int:
+        """Bytes buffered, not yet read."""
+        return self._size
+
+    @property
     def complete(self) -> bool:
         """Every byte has arrived (some may still be buffered)."""
         return self._eof

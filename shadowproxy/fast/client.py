@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import AsyncIterable, Callable, Sequence
 from typing import TypeVar
 
-from shadowproxy.fast.conn import Conn, Response, UpstreamError
-from shadowproxy.fast.deadlines import Deadlines
+from shadowproxy.fast.conn import Conn, OnEnd, Response, UpstreamError
+from shadowproxy.fast.deadlines import Deadlines, Expirable
 from shadowproxy.fast.head import head_lines
 
 __all__ = ["FAST_ERRORS", "Body", "Pool", "Response", "UpstreamError", "request_head"]
@@ -89,11 +89,7 @@ class Pool:
             head_fut = conn.head
             watched = False
             try:
-                if body and len(body) > 16 * 1024:
-                    conn.write(head)
-                    conn.write(body)
-                else:
-                    conn.write(head + body if body else head)
+                _write(conn, head, body)
                 if not head_fut.done() and deadline is not None:
                     # Not a timer of its own: see deadlines.py.
                     self._deadlines.watch(head_fut, deadline)
@@ -111,6 +107,43 @@ class Pool:
                 if watched:
                     self._deadlines.forget(head_fut)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def send(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeout_s: float,
+        call: Expirable,
+        on_end: OnEnd,
+        limit: int,
+    ) -> Response | None:
+        """Send one request on an idle connection and return at once, or None when no
+        connection is idle (then `request()` it). Nothing awaits the response: `on_end` is
+        called when it ends, and `call` fails with TimeoutError after `timeout_s` unless
+        `forget(call)` comes first. The body stops at `limit` bytes (see Conn.begin).
+
+        For the shadow side, which only needs the whole answer: a task and a future per call
+        cost more than comparing an equal pair. Never retried here: a connection found dead
+        fails with a retryable UpstreamError, and the caller may `request()` once more."""
+        conn = self._idle_conn()
+        if conn is None:
+            return None
+        head = request_head(method, target, headers, body)
+        try:
+            # Before begin(): a connection that cannot take the bytes is only given up.
+            _write(conn, head, body)
+        except UpstreamError:
+            conn.abort()
+            return None
+        resp = conn.begin(method == "HEAD", on_end, limit)
+        self._deadlines.watch(call, self._loop.time() + timeout_s)
+        return resp
+
+    def forget(self, call: Expirable) -> None:
+        """`call` (see send) ended: its deadline no longer applies."""
+        self._deadlines.forget(call)
 
     async def _streamed(self, method: str, head: bytes, body: AsyncIterable[bytes]) -> Response:
         """A request whose body streams in: never retried (it cannot be replayed)."""
@@ -241,6 +274,14 @@ class Pool:
             raise
         self._live.add(conn)
         return conn
+
+
+def _write(conn: Conn, head: bytes, body: bytes | None) -> None:
+    if body and len(body) > 16 * 1024:
+        conn.write(head)  # not joined: a copy of a large body costs more than a second write
+        conn.write(body)
+    else:
+        conn.write(head + body if body else head)
 
 
 async def _send_stream(conn: Conn, head: bytes, body: AsyncIterable[bytes]) -> None:

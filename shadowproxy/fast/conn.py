@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -33,6 +34,11 @@ class UpstreamError(Exception):
         self.kind: ErrorKind = kind
         self.detail = detail
         self.retryable = retryable
+
+
+# Called once when a response sent by callbacks (Pool.send) ends: None when it is complete,
+# or cut at its limit (then the body holds more than the limit); else why it failed.
+OnEnd = Callable[[UpstreamError | None], None]
 
 
 class PoolHooks(Protocol):
@@ -83,19 +89,26 @@ class Conn(asyncio.Protocol):
         self._reason = b""
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._on_end: OnEnd | None = None
+        self._limit = 0
         self.closed = False
         self.idle_since = 0.0
         self._loop = asyncio.get_running_loop()
 
     # ---- used by the pool
-    def begin(self, head_only: bool) -> Response:
+    def begin(self, head_only: bool, on_end: OnEnd | None = None, limit: int = 0) -> Response:
+        """A new response on this connection. With `on_end` nothing awaits it: `on_end` is
+        called when it ends, and its body stops at `limit` bytes, which hold what it needs
+        (past them the connection closes, like a reader that stops reading)."""
         if self._stale_parser:
             # After a HEAD answer with a Content-Length the parser still expects that body.
             self._parser = HttpResponseParser(self)
             self._stale_parser = False
         resp = Response(self)
         self._resp = resp
-        self._head = self._loop.create_future()
+        self._head = self._loop.create_future() if on_end is None else None
+        self._on_end = on_end
+        self._limit = limit
         self._head_only = head_only
         self._in_head = True
         self._interim = False
@@ -127,14 +140,18 @@ class Conn(asyncio.Protocol):
         """Drop the connection; whoever waits on it has given up (timeout, cancel, early stop)."""
         self.closed = True
         resp, self._resp = self._resp, None
+        on_end, self._on_end = self._on_end, None
         if resp is not None:
             resp._conn = None
             resp.body.detach()
         if self.transport is not None:
             self.transport.abort()
+        if on_end is not None and resp is not None:
+            on_end(UpstreamError("error", "the connection was dropped (shutting down)"))
 
     def pressure(self, paused: bool) -> None:
-        if self.transport is None or self.closed:
+        if self.transport is None or self.closed or self._on_end is not None:
+            # Sent by callbacks, nobody reads the body as it comes: `limit` bounds it instead.
             return
         if paused:
             self.transport.pause_reading()
@@ -224,8 +241,11 @@ class Conn(asyncio.Protocol):
             self._finish(self._parser.should_keep_alive())
 
     def on_body(self, body: bytes) -> None:
-        if self._resp is not None:
-            self._resp.body.feed(body)
+        resp = self._resp
+        if resp is not None:
+            resp.body.feed(body)
+            if self._on_end is not None and resp.body.size > self._limit:
+                self._cut()
 
     def on_message_complete(self) -> None:
         if self._interim:
@@ -250,10 +270,24 @@ class Conn(asyncio.Protocol):
             self.closed = True
             assert self.transport is not None
             self.transport.close()
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(None)
+
+    def _cut(self) -> None:
+        """A body sent by callbacks passed its limit: the rest is not wanted."""
+        resp, self._resp = self._resp, None
+        on_end, self._on_end = self._on_end, None
+        assert resp is not None and on_end is not None
+        resp._conn = None
+        resp.body.detach()
+        self.abort()
+        on_end(None)
 
     def _fail(self, exc: UpstreamError) -> None:
         resp = self._resp
         self._resp = None
+        on_end, self._on_end = self._on_end, None
         head = self._head
         if head is not None and not head.done():
             head.set_exception(exc)
@@ -263,3 +297,5 @@ class Conn(asyncio.Protocol):
             resp._conn = None
             resp.body.detach()
         self.abort()
+        if on_end is not None:
+            on_end(exc)

@@ -1,4 +1,5 @@
-"""Deadlines for the response heads a pool waits on, kept by one coarse timer.
+"""Deadlines kept by one coarse timer: for the response heads a pool waits on, the shadow
+calls it sends by callbacks, and the shadowed pairs waiting for their primary's answer.
 
 A uvloop `call_at` and its `cancel` cost about 6 us (each opens and closes a libuv timer
 handle), and every proxied request armed two, one per backend, that almost never fired:
@@ -11,24 +12,32 @@ timeout's reported latency is the time actually waited.
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 TICK_S = 0.02
+
+
+class Expirable(Protocol):
+    """What can run out of time: an asyncio.Future, or a call driven by callbacks."""
+
+    def done(self) -> bool: ...
+    def set_exception(self, exc: BaseException) -> None: ...
 
 
 class Deadlines:
     def __init__(self, loop: asyncio.AbstractEventLoop, tick_s: float = TICK_S) -> None:
         self._loop = loop
         self._tick_s = tick_s
-        self._due: dict[asyncio.Future[None], float] = {}
+        self._due: dict[Expirable, float] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def watch(self, fut: asyncio.Future[None], deadline: float) -> None:
+    def watch(self, fut: Expirable, deadline: float) -> None:
         """Fail `fut` with TimeoutError if it is not done by `deadline` (loop time)."""
         self._due[fut] = deadline
         if self._timer is None:
             self._timer = self._loop.call_later(self._tick_s, self._expire)
 
-    def forget(self, fut: asyncio.Future[None]) -> None:
+    def forget(self, fut: Expirable) -> None:
         self._due.pop(fut, None)
 
     def __len__(self) -> int:

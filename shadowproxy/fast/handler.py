@@ -51,9 +51,7 @@ class FastProxy:
             body, rest = await read_bounded(req.body.read, core.max_body)
             if rest:
                 skip = "body_too_large"
-        primary_fut = core.shadow_begin(
-            skip, route, method, raw_path, query, forwarded, body, request_id, host
-        )
+        pair = core.shadow_begin(skip, route, method, raw_path, query, forwarded, body, request_id, host)
 
         data: Body
         if body is not None:
@@ -66,10 +64,10 @@ class FastProxy:
         result: UpstreamResult | None = None
         try:
             status, result = await self._forward(
-                req, conn, route, raw_path, query, forwarded, data, request_id, primary_fut is not None
+                req, conn, route, raw_path, query, forwarded, data, request_id, pair is not None
             )
         finally:
-            primary_done(primary_fut, result)
+            primary_done(pair, result)
         core.rec.request(route, method, status)
 
     async def _forward(

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from shadowproxy import config
 from shadowproxy.exchange import Backend, Headers, RequestSnapshot, UpstreamResult
-from shadowproxy.fast.client import FAST_ERRORS, Pool
+from shadowproxy.fast.client import FAST_ERRORS, IDEMPOTENT, Pool
+from shadowproxy.fast.conn import Response, UpstreamError
 from shadowproxy.transport import Upstream, classify
+
+Done = Callable[[UpstreamResult | None], None]
 
 
 class FastUpstream(Upstream):
@@ -61,6 +65,26 @@ class FastUpstream(Upstream):
         """The request target: raw path and query, byte for byte, under the base URL's path."""
         return f"{self._prefix}{path}?{query}" if query else self._prefix + path
 
+    def begin_fetch(
+        self, req: RequestSnapshot, client_host: str | None, capture_limit: int, done: Done
+    ) -> bool:
+        """`fetch` on an idle connection, by callbacks (see Pool.send); False if none is idle."""
+        call = _Fetch(self.role, req.method, capture_limit, done)
+        resp = self.pool.send(
+            req.method,
+            self.target(req.path, req.query),
+            self.headers(req.headers, client_host),
+            req.body or None,
+            self.cfg.timeout_s,
+            call,
+            call.ended,
+            capture_limit,
+        )
+        if resp is None:
+            return False
+        call.start(self.pool, resp)
+        return True
+
     async def fetch(
         self, req: RequestSnapshot, client_host: str | None, capture_limit: int
     ) -> UpstreamResult:
@@ -99,12 +123,79 @@ class FastUpstream(Upstream):
             return UpstreamResult.failure(self.role, *classify(e), time.perf_counter() - started, size)
         finally:
             resp.close()
-        return UpstreamResult(
-            backend=self.role,
-            status=resp.status,
-            headers=tuple(resp.headers),
-            body=captured,
-            latency_s=time.perf_counter() - resp.sent_at,
-            body_size=size,
-            truncated=size > len(captured),
+        return _answer(self.role, resp, captured, size)
+
+
+def _answer(role: Backend, resp: Response, captured: bytes, size: int) -> UpstreamResult:
+    return UpstreamResult(
+        backend=role,
+        status=resp.status,
+        headers=tuple(resp.headers),
+        body=captured,
+        latency_s=time.perf_counter() - resp.sent_at,
+        body_size=size,
+        truncated=size > len(captured),
+    )
+
+
+class _Fetch:
+    """One `begin_fetch` in flight: what `fetch` would have returned, reported to `done`.
+
+    Its deadline (the pool's Deadlines) sees it as a future: `done()`, `set_exception()`."""
+
+    __slots__ = ("_capture", "_done", "_method", "_over", "_pool", "_resp", "_role", "_started")
+
+    def __init__(self, role: Backend, method: str, capture: int, done: Done) -> None:
+        self._role: Backend = role
+        self._method = method
+        self._capture = capture
+        self._done = done
+        self._started = time.perf_counter()
+        self._pool: Pool | None = None
+        self._resp: Response | None = None
+        self._over = False
+
+    def start(self, pool: Pool, resp: Response) -> None:
+        self._pool = pool
+        self._resp = resp
+
+    def done(self) -> bool:
+        return self._over
+
+    def set_exception(self, exc: BaseException) -> None:
+        """The deadline passed (never twice: Deadlines asks done() first)."""
+        self._over = True
+        resp = self._resp
+        size = 0
+        if resp is not None:
+            size = resp.body.size
+            resp.close()  # drops the connection; its on_end finds this call over
+        self._report_failure(exc, size)
+
+    def ended(self, exc: UpstreamError | None) -> None:
+        """The connection's on_end: the response is complete (or cut at the capture), or failed."""
+        if self._over:
+            return
+        self._over = True
+        pool, resp = self._pool, self._resp
+        if pool is not None:
+            pool.forget(self)
+        if resp is None:  # pragma: no cover - on_end only comes from a started response
+            return
+        if exc is not None:
+            if exc.retryable and self._method in IDEMPOTENT:
+                # An idle connection the server had closed: fetch() sends it once more, on
+                # another (the pool's own request() would have).
+                self._done(None)
+            else:
+                self._report_failure(exc, resp.body.size)
+            return
+        body = resp.body.take()
+        size = len(body)
+        self._done(_answer(self._role, resp, body[: self._capture] if size > self._capture else body, size))
+
+    def _report_failure(self, exc: BaseException, size: int) -> None:
+        kind, detail = classify(exc)
+        self._done(
+            UpstreamResult.failure(self._role, kind, detail, time.perf_counter() - self._started, size)
         )
