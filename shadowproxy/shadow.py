@@ -212,6 +212,8 @@ class ShadowDispatcher:
         left = list(self._calls)
         for call in left:
             self._finish(call)
+        if self._deadlines is not None:
+            self._deadlines.close()  # nothing left to wait for; the next wait arms it again
         return len(left)
 
     # ---- the answers coming in
