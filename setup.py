@@ -40,6 +40,7 @@ COMPILED = [
     "shadowproxy/memo.py",
     "shadowproxy/metrics.py",
     "shadowproxy/noise.py",
+    "shadowproxy/plain.py",
     "shadowproxy/recording.py",
     "shadowproxy/responses.py",
     "shadowproxy/routes.py",

@@ -34,9 +34,9 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
-from shadowproxy import children, config
+from shadowproxy import children, config, plain
 from shadowproxy.compare import compare
-from shadowproxy.exchange import Comparison, FieldDiff, UpstreamResult
+from shadowproxy.exchange import Comparison, UpstreamResult
 
 log = logging.getLogger("shadowproxy.compare")
 
@@ -46,20 +46,6 @@ _RESTART_AFTER_S = 5.0
 
 _Job = tuple[int, str, tuple[Any, ...], tuple[Any, ...]]
 _Reply = tuple[int, Any, str]  # seq, encoded Comparison or None, error type name
-
-
-def _result(r: UpstreamResult) -> tuple[Any, ...]:
-    return (r.backend, r.status, r.headers, r.body, r.latency_s, r.body_size, r.truncated)
-
-
-def _encode(c: Comparison) -> tuple[Any, ...]:
-    fields = tuple((f.path, f.kind, f.primary, f.shadow) for f in c.fields)
-    return (c.match, c.parts, fields, c.body_mode, c.hashed_only)
-
-
-def _decode(e: tuple[Any, ...]) -> Comparison:
-    match, parts, fields, mode, hashed = e
-    return Comparison(match, parts, tuple(FieldDiff(*f) for f in fields), mode, hashed)
 
 
 def serve(pipe: Connection, rules: dict[str, config.CompareRules], default: config.CompareRules) -> None:
@@ -75,8 +61,8 @@ def serve(pipe: Connection, rules: dict[str, config.CompareRules], default: conf
         replies: list[_Reply] = []
         for seq, route, p, s in jobs:
             try:
-                c = compare(UpstreamResult(*p), UpstreamResult(*s), rules.get(route, default))
-                replies.append((seq, _encode(c), ""))
+                c = compare(plain.result_from(p), plain.result_from(s), rules.get(route, default))
+                replies.append((seq, plain.comparison(c), ""))
             except Exception as e:  # one bad pair must not end the worker
                 replies.append((seq, None, type(e).__name__))
         try:
@@ -179,7 +165,7 @@ class CompareProcess:
         self._pending[self._seq] = (fut, time.monotonic())
         if not self._outbox:
             loop.call_soon(self._send)
-        self._outbox.append((self._seq, route, _result(primary), _result(shadow)))
+        self._outbox.append((self._seq, route, plain.result(primary), plain.result(shadow)))
         if self._expiry is None:
             self._expiry = loop.call_later(self._timeout_s / 4, self._expire)
         return fut
@@ -204,7 +190,7 @@ class CompareProcess:
                 self._failures_logged += 1
                 log.error("compare: the worker could not compare a pair (%s); the loop compares it", error)
             if entry is not None and not entry[0].done():
-                entry[0].set_result(None if encoded is None else _decode(encoded))
+                entry[0].set_result(None if encoded is None else plain.comparison_from(encoded))
 
     def _expire(self) -> None:
         """Pairs waiting longer than timeout_s: the worker hangs. Give up on them and on it."""

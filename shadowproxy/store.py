@@ -33,7 +33,7 @@ from shadowproxy.store_read import (
 )
 from shadowproxy.store_sample import explain_stored
 from shadowproxy.store_schema import MAX_FIRST_PATHS, StoreError, open_writer
-from shadowproxy.store_writer import MAX_NEW_SAMPLES_PER_BATCH, Batch, WriterGone, WriterProcess, Written
+from shadowproxy.store_writer import MAX_NEW_SAMPLES_PER_BATCH, WriterGone, WriterProcess, Written
 
 __all__ = ["RouteSummary", "Store", "StoreError"]
 
@@ -332,7 +332,7 @@ class Store:
         if not delta.routes and not queued and not self._unwritten:
             return
         try:
-            reply = self._child.write(Batch(delta, queued))
+            reply = self._child.write(delta, queued)
         except WriterGone as e:
             self._unwritten = False
             if self._on_drop is not None:
