@@ -21,7 +21,7 @@ The names and labels below are a contract: the dashboards, the alert/recording r
 - shadowproxy_shadow_in_flight gauge (multiprocess: livesum): shadow calls running now.
 - shadowproxy_shadow_dropped_total{reason} counter: internal drops (store queue full, a batch lost);
   at most 16 distinct reasons, then `other`.
-- shadowproxy_background_task_failures_total counter: background tasks that raised.
+- shadowproxy_background_task_failures_total counter: background work that raised (tasks, pair comparisons).
 - shadowproxy_verdict{route} gauge (multiprocess: livemostrecent): 1 GO, 0 INCONCLUSIVE, -1 NO-GO.
 - shadowproxy_build_info{version} gauge (multiprocess: max): always 1.
 
@@ -245,7 +245,9 @@ class Metrics:
             registry=r,
         )
         self._task_failures = Counter(
-            "shadowproxy_background_task_failures_total", "Background tasks that raised.", registry=r
+            "shadowproxy_background_task_failures_total",
+            "Background work that raised (tasks, pair comparisons).",
+            registry=r,
         )
         self._loop_lag = Histogram(
             "shadowproxy_event_loop_lag_seconds",
