@@ -39,8 +39,8 @@ the group includes the store's writer, the comparison worker and their forkserve
 it counts twice); PSS = the group's proportional set size at the end of the row, shared pages counted
 once; loop stalls = ticks of the proxy's 10 ms event-loop timer more than 2 ms late during the row,
 per second; pairs compared = the proxy's comparisons over its client requests during the row (both
-from its /metrics): under 100 % when it skipped shadows (saturated) or they failed, so that row's
-req/s are those of less work.
+from its /metrics): under 100 % when it skipped shadows (saturated, compare_busy) or they failed,
+so that row's req/s are those of less work.
 Ratios compare with nginx-mirror and direct at the same body and connections."""
 
 

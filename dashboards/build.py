@@ -376,7 +376,7 @@ def overview() -> Json:
                 "Skipped shadows by reason",
                 (Target(f"sum by (reason) ({rate('shadowproxy_shadow_skipped_total')})", "{{reason}}"),),
                 "reqps",
-                description="Requests not sent to the shadow. `saturated` means the in-flight cap was full or every shadow connection was busy; `circuit_open`, that the shadow kept failing.",
+                description="Requests not sent to the shadow. `saturated` means the in-flight cap was full or every shadow connection was busy; `compare_busy`, that the comparison worker was behind with large differing answers; `circuit_open`, that the shadow kept failing.",
                 stacked=True,
             ),
             Panel(

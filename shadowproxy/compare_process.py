@@ -13,7 +13,7 @@ reads and writes through asyncio: never a blocking send or receive on the loop.
 The worker speeds comparisons up; it never decides which pairs get compared. Only pairs
 whose bodies differ come here, so dropping those when the worker falls behind would bias
 the mismatch rate down, and the verdict with it. Instead the dispatcher stops starting new
-shadow calls while the worker is `busy` (skipped as `saturated`, whatever their answers
+shadow calls while the worker is `busy` (skipped as `compare_busy`, whatever their answers
 would have been), and a pair the worker cannot take or answer (its queue full, no worker
 yet, the worker dead or hung for `timeout_s`, compare() raising there) comes back as None
 for the caller to compare on the loop. A dead or hung worker is replaced.

@@ -17,13 +17,21 @@ Headers = tuple[tuple[str, str], ...]
 Backend = Literal["primary", "shadow", "secondary"]
 ErrorKind = Literal["timeout", "error"]
 SkipReason = Literal[
-    "sampled_out", "unsafe_method", "body_too_large", "saturated", "circuit_open", "websocket", "disabled"
+    "sampled_out",
+    "unsafe_method",
+    "body_too_large",
+    "saturated",
+    "compare_busy",
+    "circuit_open",
+    "websocket",
+    "disabled",
 ]
 SKIP_REASONS: tuple[SkipReason, ...] = (
     "sampled_out",
     "unsafe_method",
     "body_too_large",
     "saturated",
+    "compare_busy",
     "circuit_open",
     "websocket",
     "disabled",

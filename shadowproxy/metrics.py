@@ -17,7 +17,8 @@ The names and labels below are a contract: the dashboards, the alert/recording r
   fields per route (per process) get a label, the rest count as `other`.
 - shadowproxy_hashed_only_total{route} counter: pairs too large to diff, compared by hash.
 - shadowproxy_shadow_skipped_total{route,reason} counter: requests not shadowed, by reason
-  (sampled_out, unsafe_method, body_too_large, saturated, circuit_open, websocket, disabled).
+  (sampled_out, unsafe_method, body_too_large, saturated, compare_busy, circuit_open, websocket,
+  disabled).
 - shadowproxy_shadow_in_flight gauge (multiprocess: livesum): shadow calls running now.
 - shadowproxy_shadow_dropped_total{reason} counter: internal drops (store queue full, a batch lost);
   at most 16 distinct reasons, then `other`.

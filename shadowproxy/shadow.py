@@ -170,14 +170,15 @@ class ShadowDispatcher:
 
     def try_start(self, req: RequestSnapshot, client_host: str | None) -> Shadowed | SkipReason:
         """Start shadowing `req` (the result waits for the primary's answer); or say why not
-        (nothing started): the in-flight cap is full or every shadow connection is busy, or
-        the breaker is open because the shadow keeps failing."""
+        (nothing started): the in-flight cap is full or every shadow connection is busy, the
+        comparison worker is behind, or the breaker is open because the shadow keeps failing."""
         if len(self._calls) >= self._max or self._sending >= self._max_sending:
             return "saturated"
         if self._comparer is not None and self._comparer.busy:
             # Shed here, before anyone knows whether the answers differ: dropping differing
-            # pairs at the worker would bias the mismatch rate down.
-            return "saturated"
+            # pairs at the worker would bias the mismatch rate down. A reason of its own: the
+            # cure is not a faster shadow but fewer (or smaller) differences to explain.
+            return "compare_busy"
         if not self._breaker.allow():
             return "circuit_open"
         call = Shadowed(self, req, client_host)

@@ -196,6 +196,7 @@ def record_batch(m: Metrics) -> None:
                 )
         m.skipped(route, "sampled_out")
     m.skipped("user", "saturated")
+    m.skipped("user", "compare_busy")
     m.skipped("user", "circuit_open")
     m.dropped("store_queue_full")
     m.task_failed(RuntimeError("boom"))

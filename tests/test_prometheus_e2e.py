@@ -110,10 +110,16 @@ async def test_every_query_returns_data_and_both_report_sources_agree(make_upstr
         await prom.wait_for('route:shadowproxy_mismatch_ratio:rate5m{route="diff"}', finite, timeout_s=20)
 
         # Every expression the dashboards and rules contain parses and returns data; the
-        # alerts for drops, task failures and an open breaker parse and, rightly, find nothing.
+        # alerts for drops, task failures, an open breaker and a comparison worker behind parse
+        # and, rightly, find nothing.
         exprs = promql_expressions({"instance": instance, "route": "diff"})
         assert {e.kind for e in exprs} == {"panel", "variable", "record", "alert"}
-        quiet = ("ShadowWorkDropped", "ShadowproxyBackgroundTaskFailures", "ShadowCircuitOpen")
+        quiet = (
+            "ShadowWorkDropped",
+            "ShadowproxyBackgroundTaskFailures",
+            "ShadowCircuitOpen",
+            "ShadowComparisonBehind",
+        )
         for e in exprs:
             if e.kind == "alert" and e.where.endswith(quiet):
                 assert await prom.query(e.promql) == [], e.where

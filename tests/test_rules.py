@@ -71,6 +71,7 @@ MUTATIONS = {
     "latency alert without for": ("for: 10m\n        labels:\n          severity: critical", "for: 0m\n"
                                   "        labels:\n          severity: critical"),
     "saturation on any skip": ('{reason="saturated"}', ""),
+    "comparison worker alert on any skip": ('{reason="compare_busy"}', ""),
     "loop stalls counted from the 10 ms bucket": ('{le="0.025"}[5m]', '{le="0.01"}[5m]'),
     "loop stalls at 2 % (1.7 % must fire)": ("          ) > 0.01\n", "          ) > 0.02\n"),
     "mismatch ratio ignoring healthy routes": (

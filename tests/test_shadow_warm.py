@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -208,3 +209,19 @@ async def test_pairs_still_in_flight_at_shutdown_are_abandoned(primary, make_ups
     assert r.sidecar.dispatcher.in_flight == 0
     assert len(r.sidecar.tracker) == 0
     assert compared(r, "match") == 1
+
+
+async def test_warm_head_requests_end_at_their_head(primary, make_upstream, sidecar, tmp_path):
+    """A HEAD answer has a Content-Length and no body: the call ends at the head, and the
+    connection serves the next call."""
+    shadow = await make_upstream(json_primary)
+    r = await sidecar(make_config(primary.url, shadow.url, tmp_path))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        for i in range(3):
+            async with s.head(r.proxy_url + f"/api/users/{i}") as resp:
+                assert resp.status == 200
+            await settle(r)
+        await get(r.proxy_url + "/api/users/9")
+        await settle(r)
+    heads = value(r, "shadowproxy_comparisons_total", route=ROUTE, method="HEAD", result="match")
+    assert (heads, compared(r, "match"), shadow_codes(r)["error"]) == (3, 1, 0)
