@@ -161,9 +161,9 @@ class ProxyCore:
 
 def primary_done(pair: Shadowed | None, result: UpstreamResult | None) -> None:
     """Hand the primary's answer to its shadowed pair (a failure if there was none)."""
-    if pair is not None and not pair.done():
+    if pair is not None:
         # No result: the primary failed after its headers went out, or the client left.
-        pair.set_result(result or failed_result("primary gave no complete answer"))
+        pair.primary_in(result or failed_result("primary gave no complete answer"))
 
 
 Read = Callable[[], Awaitable[bytes]]  # the next chunk of a request body; b"" at its end

@@ -95,8 +95,9 @@ class Shadowed:
     """One shadowed request until its pair is recorded: the answers as they come in.
 
     No task and no future of its own: on the fast engine both cost more than comparing an
-    equal pair. To the handler it looks like the future it sets the primary's answer on
-    (`done`, `set_result`); to the dispatcher's deadline, like one that can time out."""
+    equal pair. To the dispatcher's deadline it looks like a future that can time out
+    (`done`, `set_exception`): with no task whose `finally` would end it, the deadline is what
+    guarantees that every pair ends, whatever answer never comes."""
 
     __slots__ = ("_owner", "client_host", "missing", "over", "primary", "req", "secondary", "shadow")
 
@@ -111,16 +112,17 @@ class Shadowed:
         self.over = False  # recorded, dropped or abandoned: late answers are ignored
 
     def done(self) -> bool:
-        return self.primary is not None or self.over
+        return self.over
 
-    def set_result(self, primary: UpstreamResult) -> None:
+    def primary_in(self, primary: UpstreamResult) -> None:
         """The primary's answer (forwarding.primary_done)."""
-        self.primary = primary
-        self._owner._primary_in(self)
+        if self.primary is None and not self.over:
+            self.primary = primary
+            self._owner._answer_in(self)
 
     def set_exception(self, exc: BaseException) -> None:
-        """The primary's answer did not come in time (the dispatcher's deadline)."""
-        self._owner._primary_late(self)
+        """An answer did not come in time (the dispatcher's deadline)."""
+        self._owner._expired(self)
 
     def shadow_in(self, result: UpstreamResult | None) -> None:
         self._owner._shadow_in(self, result)
@@ -154,10 +156,11 @@ class ShadowDispatcher:
         self._max_sending = shadow.cfg.max_connections
         self._secondary_sending = 0
         self._capture = cfg.shadowing.max_response_bytes
-        # The primary's answer can take its own timeout; a pair never waits longer for it.
-        self._primary_wait_s = cfg.primary.timeout_s + 1.0
+        # Both calls run at once, each within its own timeout (a retried shadow call fails
+        # fast the first time): a pair still waiting after both and a second is dropped.
+        self._pair_timeout_s = cfg.primary.timeout_s + shadow.cfg.timeout_s + 1.0
         self._calls: set[Shadowed] = set()
-        # Made on the loop, at the first wait for a primary (not every app has one yet).
+        # Made on the loop, at the first pair (a dispatcher is built before the loop runs).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._deadlines: Deadlines | None = None
         self._idle: asyncio.Future[None] | None = None
@@ -183,6 +186,7 @@ class ShadowDispatcher:
             return "circuit_open"
         call = Shadowed(self, req, client_host)
         self._calls.add(call)
+        self._watch(call)
         self._sending += 1
         self._rec.shadow_in_flight(1)
         secondary = self._secondary
@@ -241,26 +245,22 @@ class ShadowDispatcher:
         self._breaker.record(result.error is not None)
         self._rec.upstream(call.req.route, call.req.method, result)
         call.shadow = result
-        if call.primary is None:
-            self._wait_for_primary(call)
         self._answer_in(call)
 
-    def _wait_for_primary(self, call: Shadowed) -> None:
+    def _watch(self, call: Shadowed) -> None:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         deadlines = self._deadlines
         if deadlines is None:
             deadlines = self._deadlines = Deadlines(loop)
-        deadlines.watch(call, loop.time() + self._primary_wait_s)
+        deadlines.watch(call, loop.time() + self._pair_timeout_s)
 
-    def _primary_in(self, call: Shadowed) -> None:
-        if call.shadow is not None and self._deadlines is not None:
-            self._deadlines.forget(call)
-        self._answer_in(call)
-
-    def _primary_late(self, call: Shadowed) -> None:
-        log.warning("primary answer for %s never completed; shadow result dropped", call.req.request_id)
+    def _expired(self, call: Shadowed) -> None:
+        if call.primary is None:
+            log.warning("primary answer for %s never completed; shadow result dropped", call.req.request_id)
+        else:  # the shadow's own timeout should have answered long before: a bug
+            log.error("shadow answer for %s never came; pair dropped", call.req.request_id)
         self._finish(call)
 
     def _answer_in(self, call: Shadowed) -> None:
@@ -275,6 +275,9 @@ class ShadowDispatcher:
         takes it. Runs in whatever answered last, so it must not raise."""
         p, s, second = call.primary, call.shadow, call.secondary
         assert p is not None and s is not None
+        if self._deadlines is not None:
+            # Every answer is in; a comparison in the worker has a bound of its own.
+            self._deadlines.forget(call)
         try:
             rules = self._rules.get(call.req.route, self._cfg.compare)
             both = p.ok and s.ok
@@ -325,6 +328,7 @@ class ShadowDispatcher:
         return compare(a, b, rules)
 
     def _finish(self, call: Shadowed) -> None:
+        """The pair ends: recorded, dropped or abandoned. Late answers are ignored."""
         if call.over:
             return
         call.over = True

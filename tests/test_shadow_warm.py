@@ -147,7 +147,7 @@ async def test_a_pair_whose_primary_never_finishes_is_dropped_after_its_timeout(
     make_upstream, sidecar, tmp_path
 ):
     """A primary that keeps trickling its body (each chunk within its idle timeout) never
-    completes: the shadow's answer waits for it primary.timeout_s + 1 s, then is dropped."""
+    completes: the pair is dropped primary.timeout_s + shadow.timeout_s + 1 s after it began."""
     stop = asyncio.Event()
 
     async def trickle(request, up):
@@ -171,7 +171,11 @@ async def test_a_pair_whose_primary_never_finishes_is_dropped_after_its_timeout(
     slow_primary = await make_upstream(trickle)
     shadow = await make_upstream(quick)
     cfg = make_config(slow_primary.url, shadow.url, tmp_path)
-    cfg = dataclasses.replace(cfg, primary=dataclasses.replace(cfg.primary, timeout_s=0.3))
+    cfg = dataclasses.replace(
+        cfg,
+        primary=dataclasses.replace(cfg.primary, timeout_s=0.3),
+        shadow=dataclasses.replace(cfg.shadow, timeout_s=0.5),
+    )
     r = await sidecar(cfg)
     client = asyncio.create_task(get(r.proxy_url + "/api/users/1"))  # noqa: TID251 - the test's own client
     try:
