@@ -93,7 +93,7 @@ async def demo(
             )
             if not quiet and sys.stderr.isatty():
                 sys.stderr.write("\n")
-            await r.sidecar.tracker.drain(30.0)
+            await r.sidecar.settle(30.0)
             await asyncio.to_thread(r.sidecar.store.flush)
             say(
                 f"\nSent {summary.requests:,} requests and {summary.ws_sessions} WebSocket session(s) "
@@ -111,6 +111,7 @@ async def demo(
             say(_table(decision))
             say(_top_fields(evidence))
             problems = _problems(decision, evidence_fields(evidence), summary.errors, summary.requests)
+            problems += _unaccounted(evidence)
             say(_as_designed() if not problems else "")
             say(f"Reports: {report_md.resolve()}  and  {report_html.resolve()}")
             say(f"Admin API: {r.admin_url}/api/verdict  {r.admin_url}/api/routes  {r.admin_url}/metrics")
@@ -147,6 +148,17 @@ def _problems(decision: Decision, fields: dict[str, set[str]], errors: int, sent
     if errors > max(5, sent // 100):
         out.append(f"{errors} of {sent} demo requests got no answer")
     return tuple(out)
+
+
+def _unaccounted(evidence: Evidence) -> tuple[str, ...]:
+    """Every request answered is shadowed or skipped for a reason: a pair lost on the way
+    would make the evidence quietly thinner."""
+    return tuple(
+        f"route {r.route}: {r.requests - r.shadowed - sum(r.skipped.values())} of {r.requests} requests "
+        "were neither shadowed nor skipped"
+        for r in evidence.routes
+        if r.requests != r.shadowed + sum(r.skipped.values())
+    )
 
 
 def _banner(deno: str, workers: str, proxy: str, admin: str, requests: int) -> str:
