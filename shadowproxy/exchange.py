@@ -6,7 +6,7 @@ Nothing here does I/O; every other module may import this one.
 from __future__ import annotations
 
 import time
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from shadowproxy.jsonpath import generic_paths
 from shadowproxy.value import Value
@@ -26,16 +26,7 @@ SkipReason = Literal[
     "websocket",
     "disabled",
 ]
-SKIP_REASONS: tuple[SkipReason, ...] = (
-    "sampled_out",
-    "unsafe_method",
-    "body_too_large",
-    "saturated",
-    "compare_busy",
-    "circuit_open",
-    "websocket",
-    "disabled",
-)
+SKIP_REASONS: tuple[SkipReason, ...] = get_args(SkipReason)
 Part = Literal["status", "headers", "body"]
 PARTS: tuple[Part, ...] = ("status", "headers", "body")
 DiffKind = Literal["changed", "type_changed", "missing", "extra", "order"]
