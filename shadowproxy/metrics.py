@@ -20,8 +20,8 @@ The names and labels below are a contract: the dashboards, the alert/recording r
   (sampled_out, unsafe_method, body_too_large, saturated, compare_busy, circuit_open, websocket,
   disabled).
 - shadowproxy_shadow_in_flight gauge (multiprocess: livesum): shadow calls running now.
-- shadowproxy_shadow_dropped_total{reason} counter: internal drops (store queue full, a batch lost);
-  at most 16 distinct reasons, then `other`.
+- shadowproxy_shadow_dropped_total{reason} counter: internal drops (store queue full, a batch lost,
+  a pair that never completed or was abandoned at shutdown); at most 16 distinct reasons, then `other`.
 - shadowproxy_background_task_failures_total counter: background work that raised (tasks, pair comparisons).
 - shadowproxy_verdict{route} gauge (multiprocess: livemostrecent): 1 GO, 0 INCONCLUSIVE, -1 NO-GO.
 - shadowproxy_build_info{version} gauge (multiprocess: max): always 1.
@@ -75,7 +75,7 @@ from shadowproxy.memo import Memo
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
-KNOWN_DROP_REASONS = ("store_queue_full", "store_batch_lost")
+KNOWN_DROP_REASONS = ("store_queue_full", "store_batch_lost", "pair_expired", "pair_abandoned")
 VERDICT_VALUES = {"GO": 1, "INCONCLUSIVE": 0, "NO-GO": -1}
 
 # The loop timer's clock is libuv's, in whole milliseconds: lags under 2 ms are its noise.
@@ -241,7 +241,7 @@ class Metrics:
         )
         self._dropped = Counter(
             "shadowproxy_shadow_dropped_total",
-            "Shadow work dropped inside the proxy (the store queue was full, a store batch was lost).",
+            "Shadow work dropped in the proxy (store queue full or batch lost, pair expired or abandoned).",
             ["reason"],
             registry=r,
         )

@@ -32,5 +32,9 @@ class Recorder:
         self._metrics.exchange(ex)
         self._store.record_exchange(ex)
 
+    def dropped(self, reason: str) -> None:
+        """Shadow work lost inside the proxy (metrics only: the store never saw it)."""
+        self._metrics.dropped(reason)
+
     def shadow_in_flight(self, delta: int) -> None:
         self._metrics.shadow_in_flight(delta)

@@ -185,6 +185,7 @@ async def test_a_pair_whose_primary_never_finishes_is_dropped_after_its_timeout(
         assert not client.done()
         assert compared(r, "match") + compared(r, "mismatch") == 0
         assert shadow_codes(r)["200"] == 1
+        assert value(r, "shadowproxy_shadow_dropped_total", reason="pair_expired") == 1
     finally:
         stop.set()
         await client
@@ -211,6 +212,7 @@ async def test_pairs_still_in_flight_at_shutdown_are_abandoned(primary, make_ups
     assert r.sidecar.dispatcher.in_flight == 2
     assert await r.sidecar.settle(0.2) == 2
     assert r.sidecar.dispatcher.in_flight == 0
+    assert value(r, "shadowproxy_shadow_dropped_total", reason="pair_abandoned") == 2
     assert len(r.sidecar.tracker) == 0
     assert compared(r, "match") == 1
 
