@@ -31,8 +31,9 @@ class Value:
         return hash(self._values())
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
-        # The store's writer process gets exchanges pickled; a compiled class's default
-        # reduction calls __init__ with no arguments.
+        # A compiled class's default reduction calls __init__ with no arguments. Our child
+        # processes get plain tuples instead (plain.py: a sixth of the cost); this keeps a
+        # Value picklable for anything else.
         return (type(self), self._values())
 
     def __repr__(self) -> str:

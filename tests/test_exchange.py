@@ -42,7 +42,7 @@ def test_with_body_keeps_the_rest_of_the_answer() -> None:
     assert (whole.backend, whole.status, whole.latency_s, whole.truncated) == ("shadow", 200, 0.2, True)
 
 
-def test_values_survive_the_pickle_that_takes_them_to_the_store_writer() -> None:
+def test_values_survive_a_pickle() -> None:
     req = RequestSnapshot("POST", "/p", "a=1", (("X", "1"),), b"{}", "id-1", "pitches", received_at=3.0)
     cmp = Comparison(match=False, parts=("body",), fields=(FieldDiff("$.a", "changed", 1, [2]),))
     ex = Exchange(req, _result(), _result(500), cmp, secondary=_result(), noise_paths=("$.t",), at=7.0)
