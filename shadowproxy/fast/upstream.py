@@ -69,8 +69,9 @@ class FastUpstream(Upstream):
         self, req: RequestSnapshot, client_host: str | None, capture_limit: int, done: Done
     ) -> bool:
         """`fetch` on an idle connection, by callbacks (see Pool.send); False if none is idle."""
-        call = _Fetch(self.role, req.method, capture_limit, done)
-        resp = self.pool.send(
+        pool = self.pool
+        call = _Fetch(pool, self.role, req.method, capture_limit, done)
+        resp = pool.send(
             req.method,
             self.target(req.path, req.query),
             self.headers(req.headers, client_host),
@@ -82,7 +83,7 @@ class FastUpstream(Upstream):
         )
         if resp is None:
             return False
-        call.start(self.pool, resp)
+        call.resp = resp
         return True
 
     async def fetch(
@@ -143,21 +144,17 @@ class _Fetch:
 
     Its deadline (the pool's Deadlines) sees it as a future: `done()`, `set_exception()`."""
 
-    __slots__ = ("_capture", "_done", "_method", "_over", "_pool", "_resp", "_role", "_started")
+    __slots__ = ("_capture", "_done", "_method", "_over", "_pool", "_role", "_started", "resp")
 
-    def __init__(self, role: Backend, method: str, capture: int, done: Done) -> None:
+    def __init__(self, pool: Pool, role: Backend, method: str, capture: int, done: Done) -> None:
+        self._pool = pool
         self._role: Backend = role
         self._method = method
         self._capture = capture
         self._done = done
         self._started = time.perf_counter()
-        self._pool: Pool | None = None
-        self._resp: Response | None = None
+        self.resp: Response | None = None  # set once the pool has sent the request
         self._over = False
-
-    def start(self, pool: Pool, resp: Response) -> None:
-        self._pool = pool
-        self._resp = resp
 
     def done(self) -> bool:
         return self._over
@@ -165,7 +162,7 @@ class _Fetch:
     def set_exception(self, exc: BaseException) -> None:
         """The deadline passed (never twice: Deadlines asks done() first)."""
         self._over = True
-        resp = self._resp
+        resp = self.resp
         size = 0
         if resp is not None:
             size = resp.body.size
@@ -177,9 +174,8 @@ class _Fetch:
         if self._over:
             return
         self._over = True
-        pool, resp = self._pool, self._resp
-        if pool is not None:
-            pool.forget(self)
+        self._pool.forget(self)
+        resp = self.resp
         if resp is None:  # pragma: no cover - on_end only comes from a started response
             return
         if exc is not None:
