@@ -38,14 +38,17 @@ def _pack(arr: array[float]) -> bytes:
     return arr.tobytes()
 
 
-def write_pairs(conn: sqlite3.Connection, route: str, pairs: dict[int, tuple[float, float]]) -> None:
-    """Put each pair in its reservoir slot; the caller holds the transaction, so another
-    process's writer cannot change a block between our read and our write."""
+def write_pairs(
+    conn: sqlite3.Connection, route: str, primary: dict[int, float], shadow: dict[int, float]
+) -> None:
+    """Put each pair (`primary[slot]`, `shadow[slot]`, same keys) in its reservoir slot;
+    the caller holds the transaction, so another process's writer cannot change a block
+    between our read and our write."""
     # A few thousand pairs per flush under load: one cheap pass per pair, the rest per block.
-    if not pairs:
+    if not primary:
         return
     top: dict[int, int] = {}  # block -> the highest slot written in it
-    for slot in pairs:
+    for slot in primary:
         block = slot // PAIR_BLOCK
         if top.get(block, -1) < slot:
             top[block] = slot
@@ -66,11 +69,11 @@ def write_pairs(conn: sqlite3.Connection, route: str, pairs: dict[int, tuple[flo
         if len(arr) < need:
             arr.extend([math.nan] * (need - len(arr)))
         blocks[block] = arr
-    for slot, (p, s) in pairs.items():
+    for slot, p in primary.items():
         arr = blocks[slot // PAIR_BLOCK]
         i = 2 * (slot % PAIR_BLOCK)
         arr[i] = p
-        arr[i + 1] = s
+        arr[i + 1] = shadow[slot]
     conn.executemany(
         "INSERT OR REPLACE INTO latency_pair_blocks VALUES (?, ?, ?)",
         [(route, block, _pack(arr)) for block, arr in blocks.items()],
@@ -96,9 +99,11 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 kept one row per pair in `latency_pairs`: move them into blocks.
     The caller holds the transaction."""
     rows = conn.execute("SELECT route, slot, primary_s, shadow_s FROM latency_pairs").fetchall()
-    by_route: dict[str, dict[int, tuple[float, float]]] = {}
+    by_route: dict[str, tuple[dict[int, float], dict[int, float]]] = {}
     for route, slot, p, s in rows:
-        by_route.setdefault(route, {})[slot] = (p, s)
-    for route, pairs in by_route.items():
-        write_pairs(conn, route, pairs)
+        primary, shadow = by_route.setdefault(route, ({}, {}))
+        primary[slot] = p
+        shadow[slot] = s
+    for route, (primary, shadow) in by_route.items():
+        write_pairs(conn, route, primary, shadow)
     conn.execute("DROP TABLE latency_pairs")
