@@ -90,6 +90,9 @@ class RouteEvidence:
     shadow_errors: int = 0  # shadow 5xx, transport errors and timeouts
     shadow_timeouts: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # by SkipReason
+    # Shadow calls made whose pair never got recorded, by drop reason (pair_expired,
+    # pair_abandoned): with them a route's requests add up. Only the store counts them.
+    lost: dict[str, int] = field(default_factory=dict)
     primary_latency: Histogram = Histogram()
     shadow_latency: Histogram = Histogram()
     # (primary_s, shadow_s) of the same requests: a bounded reservoir sample.

@@ -259,7 +259,13 @@ def _plan(route: str, ev: RouteEvidence, gate: Gate, declared: bool) -> _Plan:
             blocker = "no traffic in the window"
         else:
             skipped = sorted(ev.skipped.items(), key=lambda kv: (-kv[1], kv[0]))
-            why = ", ".join(f"{c} {r}" for r, c in skipped if c > 0) or "no skip reason recorded"
+            lost = sorted(ev.lost.items(), key=lambda kv: (-kv[1], kv[0]))
+            why = (
+                ", ".join(
+                    [f"{c} {r}" for r, c in skipped if c > 0] + [f"{c} lost ({r})" for r, c in lost if c > 0]
+                )
+                or "no skip reason recorded"
+            )
             blocker = f"not shadowed: {why} (of {ev.requests} requests)"
         return _Plan(route, ev, gate, declared, (), (), blocker)
     z_go = z_for(gate.confidence)

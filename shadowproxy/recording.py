@@ -36,5 +36,11 @@ class Recorder:
         """Shadow work lost inside the proxy (metrics only: the store never saw it)."""
         self._metrics.dropped(reason)
 
+    def pair_lost(self, route: str, reason: str) -> None:
+        """A shadowed pair dropped before it was recorded: counted as dropped, and in the
+        store under its route, so that the route's requests still add up."""
+        self._metrics.dropped(reason)
+        self._store.record_lost(route, reason)
+
     def shadow_in_flight(self, delta: int) -> None:
         self._metrics.shadow_in_flight(delta)

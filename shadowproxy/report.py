@@ -118,6 +118,7 @@ def _route(r: RouteView) -> dict[str, Any]:
             "hashed_only": ev.hashed_only,
             "mismatches_by_part": dict(sorted(ev.mismatches_by_part.items())),
             "skipped": dict(r.skipped),
+            "lost": dict(r.lost),
         },
         "checks": [_check(c) for c in v.checks],
         "latency": {

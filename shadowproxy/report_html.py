@@ -242,6 +242,12 @@ def _route(r: RouteView) -> str:
         out.append(
             '<p class="note">Not shadowed: ' + ", ".join(f"{escape(k)} {n:,}" for k, n in r.skipped) + "</p>"
         )
+    if r.lost:
+        out.append(
+            '<p class="note">Shadowed, never recorded: '
+            + ", ".join(f"{escape(k)} {n:,}" for k, n in r.lost)
+            + "</p>"
+        )
     for i, s in enumerate(r.examples, 1):
         diff = "\n".join(diff_lines(s.fields)) or "(no field detail: " + ", ".join(s.parts) + ")"
         opened = " open" if i == 1 else ""

@@ -151,6 +151,8 @@ def _route(r: RouteView) -> list[str]:
         lines += [*table(["field", "pairs differing", "old vs old"], fields, "lrr"), ""]
     if r.skipped:
         lines += ["Not shadowed: " + ", ".join(f"{esc(k)} {n:,}" for k, n in r.skipped) + ".", ""]
+    if r.lost:
+        lines += ["Shadowed, never recorded: " + ", ".join(f"{esc(k)} {n:,}" for k, n in r.lost) + ".", ""]
     for i, s in enumerate(r.examples, 1):
         lines += [
             f"Example {i}: {code(request_line(s))}, {esc(statuses(s))}, request {code(s.request_id)}",

@@ -49,6 +49,7 @@ class RouteView:
     latency: tuple[LatencyRow, ...]
     fields: tuple[FieldCount, ...]
     skipped: tuple[tuple[str, int], ...]  # by count, largest first
+    lost: tuple[tuple[str, int], ...]  # shadow calls never recorded, by count
     examples: tuple[Sample, ...]
 
     @property
@@ -137,11 +138,15 @@ def _route(cfg: Config, evidence: Evidence, r: RouteVerdict) -> RouteView:
     expected = route.expected if route is not None else None
     targets = {0.5: expected.p50_s, 0.95: expected.p95_s} if expected is not None else {}
     rows = tuple(_latency_row(q, ev.primary_latency, ev.shadow_latency, targets.get(q)) for q in QUANTILES)
-    skipped = tuple(sorted(((k, v) for k, v in ev.skipped.items() if v > 0), key=lambda kv: (-kv[1], kv[0])))
+    skipped = _by_count(ev.skipped)
     mismatch = r.check("mismatch")
     failing = r.verdict == "NO-GO" or (mismatch is not None and mismatch.outcome != "pass" and mismatch.k > 0)
     examples = evidence.samples.get(r.route, ())[:MAX_EXAMPLES] if failing else ()
-    return RouteView(r, rows, ev.fields[:MAX_FIELDS], skipped, examples)
+    return RouteView(r, rows, ev.fields[:MAX_FIELDS], skipped, _by_count(ev.lost), examples)
+
+
+def _by_count(counts: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted(((k, v) for k, v in counts.items() if v > 0), key=lambda kv: (-kv[1], kv[0])))
 
 
 def _latency_row(q: float, primary: Histogram, shadow: Histogram, target: float | None) -> LatencyRow:

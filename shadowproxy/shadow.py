@@ -217,7 +217,7 @@ class ShadowDispatcher:
         left = list(self._calls)
         for call in left:
             self._finish(call)
-            self._rec.dropped("pair_abandoned")
+            self._rec.pair_lost(call.req.route, "pair_abandoned")
         if self._deadlines is not None:
             self._deadlines.close()  # nothing left to wait for; the next wait arms it again
         return len(left)
@@ -263,7 +263,7 @@ class ShadowDispatcher:
         else:  # the shadow's own timeout should have answered long before: a bug
             log.error("shadow answer for %s never came; pair dropped", call.req.request_id)
         self._finish(call)
-        self._rec.dropped("pair_expired")
+        self._rec.pair_lost(call.req.route, "pair_expired")
 
     def _answer_in(self, call: Shadowed) -> None:
         call.missing -= 1

@@ -163,6 +163,15 @@ class Store:
         except Exception as e:
             self._internal_error(e)
 
+    def record_lost(self, route: str, reason: str) -> None:
+        """A shadow call made for this route whose pair was dropped before it could be
+        recorded (at its deadline, or abandoned at shutdown)."""
+        try:
+            with self._lock:
+                self._route(route).count(f"lost:{reason}")
+        except Exception as e:
+            self._internal_error(e)
+
     def record_exchange(self, ex: Exchange) -> None:
         try:
             with self._lock:

@@ -54,6 +54,7 @@ class RouteSummary:
     mismatches: int = 0
     mismatches_by_part: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
+    lost: dict[str, int] = field(default_factory=dict)  # shadow calls never recorded, by reason
     shadow_errors: int = 0
     shadow_timeouts: int = 0
     # Mismatch samples not stored because the writer's queue was full.
@@ -70,6 +71,7 @@ class RouteSummary:
             "mismatches": self.mismatches,
             "mismatches_by_part": dict(self.mismatches_by_part),
             "skipped": dict(self.skipped),
+            "lost": dict(self.lost),
             "shadow_errors": self.shadow_errors,
             "shadow_timeouts": self.shadow_timeouts,
             "samples_dropped": self.samples_dropped,
@@ -118,6 +120,7 @@ def read_summaries(path: str) -> list[RouteSummary]:
                     mismatches=c["mismatches"],
                     mismatches_by_part=_prefixed(c, "part:"),
                     skipped=_prefixed(c, "skip:"),
+                    lost=_prefixed(c, "lost:"),
                     shadow_errors=c["shadow_errors"],
                     shadow_timeouts=c["shadow_timeouts"],
                     samples_dropped=c["samples_dropped"],
@@ -183,6 +186,7 @@ def _route_evidence(
         shadow_errors=c["shadow_errors"],
         shadow_timeouts=c["shadow_timeouts"],
         skipped=_prefixed(c, "skip:"),
+        lost=_prefixed(c, "lost:"),
         primary_latency=hists.get((route, "primary"), Histogram()),
         shadow_latency=hists.get((route, "shadow"), Histogram()),
         latency_pairs=read_pairs(conn, route),

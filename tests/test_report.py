@@ -114,10 +114,11 @@ def evidence() -> Evidence:
             ),
             RouteEvidence(
                 route="search",
-                requests=120,
+                requests=122,
                 shadowed=42,
                 compared=42,
                 skipped={"body_too_large": 3, "unsafe_method": 75},
+                lost={"pair_abandoned": 2},
                 primary_latency=hist([(0.2, 42)]),
                 shadow_latency=hist([(0.22, 42)]),
                 latency_pairs=tuple((0.2, 0.22) for _ in range(42)),

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from shadowproxy.store_read import RouteSummary
 from tests.conftest import make_config
 from tests.test_shadow import PRIMARY_BODY, get, json_primary, settle, value
 
@@ -30,6 +31,11 @@ def shadow_codes(r) -> dict[str, float]:
         )
         for code in ("error", "timeout", "200", "500")
     }
+
+
+def summary(r) -> RouteSummary:
+    summaries: list[RouteSummary] = r.sidecar.store.route_summaries()
+    return {s.route: s for s in summaries}[ROUTE]
 
 
 def compared(r, result: str) -> float:
@@ -186,6 +192,8 @@ async def test_a_pair_whose_primary_never_finishes_is_dropped_after_its_timeout(
         assert compared(r, "match") + compared(r, "mismatch") == 0
         assert shadow_codes(r)["200"] == 1
         assert value(r, "shadowproxy_shadow_dropped_total", reason="pair_expired") == 1
+        await asyncio.to_thread(r.sidecar.store.flush)
+        assert summary(r).lost == {"pair_expired": 1}
     finally:
         stop.set()
         await client
@@ -215,6 +223,10 @@ async def test_pairs_still_in_flight_at_shutdown_are_abandoned(primary, make_ups
     assert value(r, "shadowproxy_shadow_dropped_total", reason="pair_abandoned") == 2
     assert len(r.sidecar.tracker) == 0
     assert compared(r, "match") == 1
+    # The store counts them too, so that the route's requests add up in the report.
+    await asyncio.to_thread(r.sidecar.store.flush)
+    s = summary(r)
+    assert (s.requests, s.shadowed, s.lost) == (3, 1, {"pair_abandoned": 2})
 
 
 async def test_warm_head_requests_end_at_their_head(primary, make_upstream, sidecar, tmp_path):
