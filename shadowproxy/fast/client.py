@@ -215,6 +215,11 @@ class Pool:
                 w.set_result(None)
                 return
 
+    @property
+    def has_idle(self) -> bool:
+        """Whether a connection waits in the pool (it may still turn out closed or stale)."""
+        return bool(self._idle)
+
     def _idle_conn(self) -> Conn | None:
         """The most recently used idle connection (warmest), without waiting."""
         idle = self._idle

@@ -70,6 +70,8 @@ class FastUpstream(Upstream):
     ) -> bool:
         """`fetch` on an idle connection, by callbacks (see Pool.send); False if none is idle."""
         pool = self.pool
+        if not pool.has_idle:
+            return False  # before building a head the task's fetch() would build again
         call = _Fetch(pool, self.role, req.method, capture_limit, done)
         resp = pool.send(
             req.method,
