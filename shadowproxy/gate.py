@@ -258,15 +258,15 @@ def _plan(route: str, ev: RouteEvidence, gate: Gate, declared: bool) -> _Plan:
         if ev.requests <= 0:
             blocker = "no traffic in the window"
         else:
-            skipped = sorted(ev.skipped.items(), key=lambda kv: (-kv[1], kv[0]))
-            lost = sorted(ev.lost.items(), key=lambda kv: (-kv[1], kv[0]))
-            why = (
-                ", ".join(
-                    [f"{c} {r}" for r, c in skipped if c > 0] + [f"{c} lost ({r})" for r, c in lost if c > 0]
-                )
-                or "no skip reason recorded"
-            )
-            blocker = f"not shadowed: {why} (of {ev.requests} requests)"
+            skipped = [
+                f"{c} {r}" for r, c in sorted(ev.skipped.items(), key=lambda kv: (-kv[1], kv[0])) if c > 0
+            ]
+            lost = [
+                f"{c} lost ({r})" for r, c in sorted(ev.lost.items(), key=lambda kv: (-kv[1], kv[0])) if c > 0
+            ]
+            why = ", ".join(skipped + lost) or "no skip reason recorded"
+            # A lost pair was sent to the shadow: "not shadowed" would be untrue of it.
+            blocker = f"{'no pair recorded' if lost else 'not shadowed'}: {why} (of {ev.requests} requests)"
         return _Plan(route, ev, gate, declared, (), (), blocker)
     z_go = z_for(gate.confidence)
     planned = gate.min_samples

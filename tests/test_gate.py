@@ -154,7 +154,7 @@ def test_a_route_whose_pairs_were_all_lost_says_so() -> None:
     ev = RouteEvidence(route="/api/pitches", requests=7, skipped={"saturated": 4}, lost={"pair_expired": 3})
     r = judge(cfg_with(USER), route_ev("user", 4000), ev).routes[1]
     assert r.verdict == "INCONCLUSIVE"
-    assert r.reasons == ("not shadowed: 4 saturated, 3 lost (pair_expired) (of 7 requests)",)
+    assert r.reasons == ("no pair recorded: 4 saturated, 3 lost (pair_expired) (of 7 requests)",)
 
 
 def test_critical_route_inconclusive_blocks() -> None:
