@@ -32,10 +32,6 @@ class Recorder:
         self._metrics.exchange(ex)
         self._store.record_exchange(ex)
 
-    def dropped(self, reason: str) -> None:
-        """Shadow work lost inside the proxy (metrics only: the store never saw it)."""
-        self._metrics.dropped(reason)
-
     def pair_lost(self, route: str, reason: str) -> None:
         """A shadowed pair dropped before it was recorded: counted as dropped, and in the
         store under its route, so that the route's requests still add up."""

@@ -19,6 +19,10 @@ from shadowproxy.exchange import Backend, ErrorKind, Headers, RequestSnapshot, U
 from shadowproxy.fast.conn import UpstreamError
 from shadowproxy.memo import Memo
 
+# Where a fetch started by callbacks (Upstream.begin_fetch) reports: the result, or None
+# for "fetch() it instead".
+Done = Callable[[UpstreamResult | None], None]
+
 # RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
 HOP_BY_HOP = frozenset(
     {
@@ -174,7 +178,7 @@ class Upstream:
         req: RequestSnapshot,
         client_host: str | None,
         capture_limit: int,
-        done: Callable[[UpstreamResult | None], None],
+        done: Done,
     ) -> bool:
         """Start `fetch` without a task where the engine can (the fast one can): `done` gets
         the result, or None to say "fetch() it instead". False when nothing was started."""

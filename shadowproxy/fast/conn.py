@@ -276,12 +276,9 @@ class Conn(asyncio.Protocol):
 
     def _cut(self) -> None:
         """A body sent by callbacks passed its limit: the rest is not wanted."""
-        resp, self._resp = self._resp, None
         on_end, self._on_end = self._on_end, None
-        assert resp is not None and on_end is not None
-        resp._conn = None
-        resp.body.detach()
-        self.abort()
+        assert on_end is not None
+        self.abort()  # detaches the response; with on_end taken, it reports nothing
         on_end(None)
 
     def _fail(self, exc: UpstreamError) -> None:

@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from shadowproxy import config
 from shadowproxy.exchange import Backend, Headers, RequestSnapshot, UpstreamResult
 from shadowproxy.fast.client import FAST_ERRORS, IDEMPOTENT, Pool
 from shadowproxy.fast.conn import Response, UpstreamError
-from shadowproxy.transport import Upstream, classify
-
-Done = Callable[[UpstreamResult | None], None]
+from shadowproxy.transport import Done, Upstream, classify
 
 
 class FastUpstream(Upstream):
