@@ -12,7 +12,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-PACKAGES = ("nginx", "wrk")
+PACKAGES = ("nginx", "wrk", "h2load")
+# The Debian package of each tool whose package is named otherwise.
+_PACKAGE_OF = {"h2load": "nghttp2-client"}
 # Debian puts nginx in /usr/sbin, which a non-root PATH often lacks.
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 
@@ -26,9 +28,8 @@ def which(tool: str) -> str | None:
 
 
 def ensure_tools(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
-    """Tool name -> executable path; apt-get installs what is missing when we are root.
-    Each package is named after the tool it ships."""
-    missing = [t for t in packages if which(t) is None]
+    """Tool name -> executable path; apt-get installs what is missing when we are root."""
+    missing = [_PACKAGE_OF.get(t, t) for t in packages if which(t) is None]
     if missing:
         if os.geteuid() != 0:
             names = " ".join(missing)
@@ -99,6 +100,8 @@ def info(
         "nginx": _output([tools["nginx"], "-v"]).removeprefix("nginx version: nginx/"),
         "wrk": _output([tools["wrk"], "-v"]).split("[")[0].removeprefix("wrk ").strip(),
     }
+    if "h2load" in tools:
+        versions["h2load"] = _output([tools["h2load"], "--version"]).removeprefix("h2load nghttp2/")
     if "valgrind" in tools:
         versions["valgrind"] = _output([tools["valgrind"], "--version"]).removeprefix("valgrind-")
     return {

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from bench.results import Results, markdown_table
+from bench.results import Results, markdown_table, paced_table
 from bench.targets import Target
 
 
@@ -27,6 +27,8 @@ class Params:
     # bench.instructions only: where callgrind's files stay, for callgrind_annotate (else a
     # temporary directory, removed).
     keep: Path | None = None
+    # Fixed request rates of the paced rows (bench/paced.py); empty for none.
+    rates: tuple[int, ...] = ()
 
 
 HOW = """\
@@ -42,6 +44,15 @@ per second; pairs compared = the proxy's comparisons over its client requests du
 from its /metrics): under 100 % when it skipped shadows (saturated, compare_busy) or they failed,
 so that row's req/s are those of less work.
 Ratios compare with nginx-mirror and direct at the same body and connections."""
+
+PACED_HOW = """\
+Paced rows: `h2load --h1 -c1 --rps=<rate> -D<duration> --warm-up-time=1`, one connection sending a
+request every 1/rate s, each after an idle gap (wrk's closed loop never lets the processes idle);
+p50 and p99 from h2load's per-request log. On this kind of machine an idle process pays several times
+its loaded CPU per request (bench/README, "At a fixed request rate"), so these rows show
+the latency a staging client feels. Their req/s is the rate asked for: only the added p50 compares.
+Their proxy CPU includes what the group does per second at any load (timers, flushes), spread
+over few requests."""
 
 
 def machine_lines(machine: dict[str, Any]) -> list[str]:
@@ -71,21 +82,27 @@ def markdown(machine: dict[str, Any], params: Params, results: Results, targets:
         ),
         "",
     ]
-    body = [markdown_table(results.rows()), "", "Targets (reported, not asserted):", "", "```"]
+    body = [markdown_table(results.rows()), ""]
+    if paced_rows := results.rows(paced=True):
+        body += ["At a fixed request rate:", "", paced_table(paced_rows), ""]
+    body += ["Targets (reported, not asserted):", "", "```"]
     body += [t.line() for t in targets]
     body += ["```", "", HOW, ""]
+    if paced_rows:
+        body += [PACED_HOW, ""]
     return "\n".join(head + body)
 
 
 def json_document(machine: dict[str, Any], params: Params, results: Results, targets: list[Target]) -> bytes:
     rows = []
-    for row in results.rows():
+    for row in results.rows() + results.rows(paced=True):
         m, w = row.m, row.m.wrk
         rows.append(
             {
                 "scenario": m.scenario,
                 "body": m.body,
                 "connections": m.connections,
+                "rate": m.rate,
                 "ok": m.ok,
                 "error": m.error,
                 "requests": w.requests if w else None,
@@ -115,6 +132,7 @@ def json_document(machine: dict[str, Any], params: Params, results: Results, tar
             "duration_s": params.duration_s,
             "warmup_s": params.warmup_s,
             "repeat": params.repeat,
+            "rates": list(params.rates),
             "smoke": params.smoke,
         },
         "results": rows,

@@ -26,6 +26,8 @@ class Measurement:
     compared_share: float | None = None
     # The proxy's process group's proportional set size at the end of the row (bench/procstat.py).
     pss_kib: int | None = None
+    # Requests per second of a paced row (bench/paced.py); None for wrk's closed loop.
+    rate: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -34,10 +36,14 @@ class Measurement:
 
 def median_of(rounds: list[Measurement]) -> Measurement:
     """The round with the median req/s, whole (its p50, p99 and CPU belong together), with
-    the spread of every round; a row that failed in any round is reported as failed."""
+    the spread of every round; a row that failed in any round is reported as failed. Paced
+    rows all run at the rate asked for: theirs is the round with the median p50."""
     failed = [m for m in rounds if not m.ok]
     if failed or len(rounds) == 1:
         return failed[0] if failed else rounds[0]
+    if rounds[0].rate is not None:
+        by_p50 = sorted(rounds, key=lambda m: m.wrk.p50_ms if m.wrk else 0.0)
+        return by_p50[(len(by_p50) - 1) // 2]
     ranked = sorted(rounds, key=lambda m: m.wrk.rps if m.wrk else 0.0)
     rps = [m.wrk.rps for m in ranked if m.wrk]
     return dataclasses.replace(ranked[(len(ranked) - 1) // 2], rps_range=(rps[0], rps[-1]))
@@ -56,27 +62,31 @@ class Row:
 class Results:
     def __init__(self, measurements: list[Measurement]) -> None:
         self.measurements = measurements
-        self._index = {(m.scenario, m.body, m.connections): m for m in measurements}
+        self._index = {(m.scenario, m.body, m.connections, m.rate): m for m in measurements}
 
-    def get(self, scenario: str, body: str, connections: int) -> WrkResult | None:
-        m = self._index.get((scenario, body, connections))
+    def get(self, scenario: str, body: str, connections: int, rate: int | None = None) -> WrkResult | None:
+        m = self._index.get((scenario, body, connections, rate))
         return m.wrk if m is not None and m.ok else None
 
     def measurement(self, scenario: str, body: str, connections: int) -> Measurement | None:
-        m = self._index.get((scenario, body, connections))
+        m = self._index.get((scenario, body, connections, None))
         return m if m is not None and m.ok else None
 
-    def rows(self) -> list[Row]:
+    def rows(self, paced: bool = False) -> list[Row]:
+        """The closed-loop rows, or the paced ones. A paced row's req/s is the rate asked
+        for, so only its added p50 compares."""
         out = []
         for m in self.measurements:
-            mirror = self.get("nginx-mirror", m.body, m.connections)
-            direct = self.get("direct", m.body, m.connections)
+            if (m.rate is not None) != paced:
+                continue
+            mirror = self.get("nginx-mirror", m.body, m.connections, m.rate)
+            direct = self.get("direct", m.body, m.connections, m.rate)
             w = m.wrk if m.ok else None
             out.append(
                 Row(
                     m,
-                    vs_mirror=_ratio(w.rps, mirror.rps) if w and mirror else None,
-                    vs_direct=_ratio(w.rps, direct.rps) if w and direct else None,
+                    vs_mirror=_ratio(w.rps, mirror.rps) if w and mirror and not paced else None,
+                    vs_direct=_ratio(w.rps, direct.rps) if w and direct and not paced else None,
                     added_p50_ms=w.p50_ms - direct.p50_ms if w and direct else None,
                 )
             )
@@ -149,9 +159,47 @@ def _note(m: Measurement) -> str:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = [
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join("---" if c in _LEFT else "---:" for c in COLUMNS) + "|",
+    return _table(COLUMNS, [cells(r) for r in rows])
+
+
+PACED_COLUMNS = (
+    "scenario",
+    "body",
+    "conns",
+    "req/s asked",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "proxy CPU µs/req",
+    "p50 added over direct ms",
+    "note",
+)
+
+
+def paced_cells(row: Row) -> list[str]:
+    m, w = row.m, row.m.wrk if row.m.ok else None
+    return [
+        m.scenario,
+        m.body,
+        str(m.connections),
+        _num(m.rate, ",d"),
+        _num(w.rps if w else None, ",.0f"),
+        _num(w.p50_ms if w else None, ".2f"),
+        _num(w.p99_ms if w else None, ".2f"),
+        _num(m.cpu_us_per_request if w else None, ".0f"),
+        _num(row.added_p50_ms, "+.2f"),
+        _note(m),
     ]
-    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+
+
+def paced_table(rows: list[Row]) -> str:
+    return _table(PACED_COLUMNS, [paced_cells(r) for r in rows])
+
+
+def _table(columns: tuple[str, ...], rows: list[list[str]]) -> str:
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" if c in _LEFT else "---:" for c in columns) + "|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)

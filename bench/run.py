@@ -15,10 +15,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from bench import bodies, machine, procstat, proxymetrics, scenarios, wrk
+from bench import bodies, machine, paced, procstat, proxymetrics, scenarios, wrk
 from bench.output import Params, json_document, markdown
 from bench.procs import StartError, started
-from bench.results import Measurement, Results, markdown_table, median_of
+from bench.results import Measurement, Results, markdown_table, median_of, paced_table
 from bench.scenarios import Run, Scenario
 from bench.servers import (
     REPO,
@@ -34,6 +34,8 @@ from bench.targets import evaluate
 RESULTS_DIR = REPO / "bench" / "results"
 # What makes a scenario fail without stopping the others.
 SCENARIO_ERRORS = (StartError, wrk.WrkError, OSError, subprocess.SubprocessError)
+# A staging sidecar's usual load: a request every 5 ms, each after an idle gap.
+PACED_RATES = (200,)
 
 
 def comma_list(text: str) -> tuple[str, ...]:
@@ -47,6 +49,16 @@ def _connections(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"connections must be whole numbers, not {text!r}") from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("give at least one connection count, each >= 1")
+    return values
+
+
+def _rates(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in comma_list(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"rates must be whole numbers, not {text!r}") from None
+    if values and min(values) < 1:
+        raise argparse.ArgumentTypeError("each rate must be >= 1 request per second")
     return values
 
 
@@ -68,6 +80,12 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     )
     p.add_argument("--bodies", type=comma_list, default=bodies.BODY_KINDS, help="1k,50k (default both)")
     p.add_argument("--connections", type=_connections, default=(1, 8), help="default 1,8")
+    p.add_argument(
+        "--rates",
+        type=_rates,
+        default=PACED_RATES,
+        help="fixed request rates for the paced rows, comma-separated ('' for none; default 200)",
+    )
     p.add_argument("--duration", type=int, default=5, help="seconds per row and round (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of unmeasured load per scenario (0: none)")
     p.add_argument(
@@ -84,7 +102,8 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     p.add_argument("--tree", type=tree_dir, default=None, help=TREE_HELP)
     a = p.parse_args(argv)
     if a.smoke:
-        return Params(scenarios.SMOKE, ("1k",), (1,), duration_s=1, warmup_s=1, smoke=True, tree=a.tree)
+        smoke = (scenarios.SMOKE, ("1k",), (1,))
+        return Params(*smoke, duration_s=1, warmup_s=1, smoke=True, tree=a.tree, rates=PACED_RATES)
     try:
         scenarios.select(list(a.scenarios))
     except ValueError as e:
@@ -94,7 +113,15 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     if a.duration < 1 or a.warmup < 0 or a.repeat < 1:
         p.error("--duration and --repeat must be >= 1, --warmup >= 0")
     return Params(
-        a.scenarios, a.bodies, a.connections, a.duration, a.warmup, smoke=False, repeat=a.repeat, tree=a.tree
+        a.scenarios,
+        a.bodies,
+        a.connections,
+        a.duration,
+        a.warmup,
+        smoke=False,
+        repeat=a.repeat,
+        tree=a.tree,
+        rates=a.rates,
     )
 
 
@@ -177,7 +204,11 @@ class Bench:
     def _measure(self, target: Server, group: int | None, run: Run) -> Measurement:
         cpu_before = procstat.group_cpu_s(group) if group else 0.0
         before = proxymetrics.scrape(target.admin_url) if target.admin_url else None
-        result = wrk.run(target.url + bodies.PATHS[run.body], run.connections, self.params.duration_s)
+        url, duration_s = target.url + bodies.PATHS[run.body], self.params.duration_s
+        if run.rate is None:
+            result = wrk.run(url, run.connections, duration_s)
+        else:
+            result = paced.run(url, run.rate, duration_s)
         after = proxymetrics.scrape(target.admin_url) if target.admin_url else None
         stalls = compared = None
         if before is not None and after is not None:
@@ -208,11 +239,12 @@ class Bench:
             loop_stalls_per_s=stalls,
             compared_share=compared,
             pss_kib=pss_kib,
+            rate=run.rate,
         )
 
 
 def _progress(m: Measurement) -> None:
-    where = f"{m.scenario} {m.body} @{m.connections}"
+    where = f"{m.scenario} {m.body} @{m.connections}" + ("" if m.rate is None else f" at {m.rate} req/s")
     if m.error:
         print(f"  {where}: FAILED {m.error}", flush=True)
     if m.wrk is not None and m.wrk.requests:
@@ -224,19 +256,19 @@ def measure(params: Params, nginx: str) -> list[Measurement]:
     """Every scenario, `params.repeat` times over: round by round rather than row by row,
     so a spell of noise on a shared machine hits one round of every scenario, not every
     round of one."""
-    rounds: dict[tuple[str, str, int], list[Measurement]] = {}
+    rounds: dict[tuple[str, str, int, int | None], list[Measurement]] = {}
     with tempfile.TemporaryDirectory(prefix="shadowproxy-bench-") as tmp, contextlib.ExitStack() as stack:
         # nginx workers drop to an unprivileged user when started as root: they must read our files.
         os.chmod(tmp, 0o755)
         bench = Bench(nginx, Path(tmp), params, stack)
         for i in range(params.repeat):
             for scenario in scenarios.select(list(params.scenarios)):
-                runs = scenarios.plan(scenario, params.bodies, params.connections)
+                runs = scenarios.plan(scenario, params.bodies, params.connections, params.rates)
                 if runs:
                     turn = f" (round {i + 1}/{params.repeat})" if params.repeat > 1 else ""
                     print(f"{scenario.name}{turn}:", flush=True)
                     for m in bench.run_scenario(scenario, runs):
-                        rounds.setdefault((m.scenario, m.body, m.connections), []).append(m)
+                        rounds.setdefault((m.scenario, m.body, m.connections, m.rate), []).append(m)
     return [median_of(ms) for ms in rounds.values()]
 
 
@@ -279,6 +311,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (RESULTS_DIR / f"{name}.json").write_bytes(json_document(info, params, results, targets))
     print()
     print(markdown_table(results.rows()))
+    if paced_rows := results.rows(paced=True):
+        print()
+        print(paced_table(paced_rows))
     print()
     for t in targets:
         print(t.line())

@@ -28,13 +28,15 @@ class Scenario:
     bodies: tuple[str, ...] = ("1k",)
     # The workers: 2 variant answers a throughput question, asked at the highest load only.
     max_connections_only: bool = False
+    # Also measured at fixed request rates (bench/paced.py), 1 KB, one connection.
+    paced: bool = False
 
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("direct", "direct", bodies=("1k", "50k")),
-    Scenario("nginx-mirror", "nginx-mirror", bodies=("1k", "50k")),
-    Scenario("shadowproxy-off", "shadowproxy", shadowing=False),
-    Scenario("shadowproxy-equal", "shadowproxy", bodies=("1k", "50k")),
+    Scenario("direct", "direct", bodies=("1k", "50k"), paced=True),
+    Scenario("nginx-mirror", "nginx-mirror", bodies=("1k", "50k"), paced=True),
+    Scenario("shadowproxy-off", "shadowproxy", shadowing=False, paced=True),
+    Scenario("shadowproxy-equal", "shadowproxy", bodies=("1k", "50k"), paced=True),
     Scenario("shadowproxy-mismatch", "shadowproxy", shadow="mismatch", bodies=("1k", "50k")),
     Scenario("shadowproxy-slow-shadow", "shadowproxy", shadow="slow"),
     Scenario("shadowproxy-hanging-shadow", "shadowproxy", shadow="hanging"),
@@ -44,11 +46,17 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 SMOKE = ("direct", "shadowproxy-equal", "nginx-mirror")
 
 
+# The paced rows' body and connections: the question they answer is the latency one request
+# pays, and the smallest body on one connection asks it most plainly.
+PACED_BODY, PACED_CONNECTIONS = "1k", 1
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     scenario: Scenario
     body: str
     connections: int
+    rate: int | None = None  # requests per second (h2load); None: wrk's closed loop
 
 
 def select(names: list[str]) -> tuple[Scenario, ...]:
@@ -58,10 +66,20 @@ def select(names: list[str]) -> tuple[Scenario, ...]:
     return tuple(BY_NAME[n] for n in dict.fromkeys(names))
 
 
-def plan(scenario: Scenario, bodies: tuple[str, ...], connections: tuple[int, ...]) -> list[Run]:
-    """The runs of one scenario, for the bodies and connection counts asked for."""
+def plan(
+    scenario: Scenario, bodies: tuple[str, ...], connections: tuple[int, ...], rates: tuple[int, ...] = ()
+) -> list[Run]:
+    """The runs of one scenario, for the bodies, connection counts and paced rates asked for:
+    each body's closed-loop runs, then (1 KB) its paced ones."""
     conns = (max(connections),) if scenario.max_connections_only else connections
-    return [Run(scenario, b, c) for b in scenario.bodies if b in bodies for c in conns]
+    runs = []
+    for b in scenario.bodies:
+        if b not in bodies:
+            continue
+        runs += [Run(scenario, b, c) for c in conns]
+        if scenario.paced and b == PACED_BODY:
+            runs += [Run(scenario, b, PACED_CONNECTIONS, rate) for rate in rates]
+    return runs
 
 
 def shadowproxy_config(

@@ -14,9 +14,9 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 import shadowproxy
-from bench import instructions, machine, procstat, proxymetrics, scenarios, wrk
-from bench.output import machine_lines
-from bench.results import COLUMNS, Measurement, Results, markdown_table, median_of
+from bench import instructions, machine, paced, procstat, proxymetrics, scenarios, wrk
+from bench.output import Params, json_document, machine_lines, markdown
+from bench.results import COLUMNS, PACED_COLUMNS, Measurement, Results, markdown_table, median_of, paced_table
 from bench.run import parse_args
 from bench.servers import REPO, render
 from bench.targets import evaluate
@@ -99,6 +99,48 @@ def test_wrk_command_is_one_thread_bounded_and_loopback_only():
         wrk.command("http://127.0.0.1:9/x", 0, 10)
 
 
+# h2load 1.52's summary after `--rps=200 -D5 --warm-up-time=1`: "finished in" counts the warm-up.
+H2LOAD_OK = """\
+starting benchmark...
+Main benchmark duration is over for thread #0. Stopping all clients.
+
+finished in 6.00s, 199.80 req/s, 246.63KB/s
+requests: 999 total, 1000 started, 999 done, 997 succeeded, 1 failed, 1 errored, 0 timeout
+status codes: 996 2xx, 0 3xx, 1 4xx, 0 5xx
+traffic: 1.20MB (1262736) total, 196.09KB (200799) headers (space savings 0.00%), 991.20KB (1014984) data
+                     min         max         mean         sd        +/- sd
+time for request:      225us      5.09ms       886us       462us    72.77%
+"""
+
+
+def _h2load_log(latencies_us: list[int]) -> str:
+    return "".join(f"{1795982035087284 + i * 5000}\t200\t{us}\n" for i, us in enumerate(latencies_us))
+
+
+def test_paced_parse_counts_failures_and_takes_percentiles_from_the_log():
+    # 1..1000 µs in shuffled order: nearest-rank p50 is the 500th, p99 the 990th.
+    log = _h2load_log([(i * 389) % 1000 + 1 for i in range(1000)])
+    r = paced.parse(H2LOAD_OK, log)
+    assert (r.p50_ms, r.p99_ms) == (0.5, 0.99)
+    assert (r.requests, r.rps) == (999, 199.8)
+    assert r.duration_s == pytest.approx(5.0, abs=0.01)  # the measured part, not the warm-up
+    assert (r.socket_errors, r.non_2xx) == (2, 1)
+    with pytest.raises(wrk.WrkError, match="no request"):
+        paced.parse(H2LOAD_OK, "")
+    with pytest.raises(wrk.WrkError, match="h2load output"):
+        paced.parse(H2LOAD_OK.replace("status codes", "codes"), log)
+
+
+def test_paced_command_is_one_connection_bounded_and_loopback_only(tmp_path):
+    argv = paced.command("http://127.0.0.1:9/x", 200, 5, tmp_path / "log")
+    assert argv[:6] == ["h2load", "--h1", "-c1", "--rps=200", "-D5", "--warm-up-time=1"]
+    assert argv[-1] == "http://127.0.0.1:9/x"
+    with pytest.raises(ValueError, match=r"127\.0\.0\.1"):
+        paced.command("http://10.0.0.5:9/x", 200, 5, tmp_path / "log")
+    with pytest.raises(ValueError):
+        paced.command("http://127.0.0.1:9/x", 0, 5, tmp_path / "log")
+
+
 def test_parse_stat_survives_spaces_and_parentheses_in_the_command_name():
     line = "4242 (py (worker) 1) S 4200 4200 4200 0 -1 4194560 10 0 0 0 150 25 3 1 20 0 2 0 100 1000 50"
     assert procstat.parse_stat(line) == procstat.Stat(pid=4242, ppid=4200, pgrp=4200, cpu_ticks=175)
@@ -127,6 +169,16 @@ def test_plan_is_body_major_and_w2_runs_at_the_highest_load_only():
     assert got == [("1k", 1), ("1k", 8), ("50k", 1), ("50k", 8)]
     assert [(r.body, r.connections) for r in scenarios.plan(w2, ("1k", "50k"), (1, 8))] == [("1k", 8)]
     assert scenarios.plan(scenarios.BY_NAME["shadowproxy-slow-shadow"], ("50k",), (1, 8)) == []
+
+
+def test_plan_paces_the_baselines_and_equal_at_1k_on_one_connection_after_their_closed_loop():
+    equal = scenarios.BY_NAME["shadowproxy-equal"]
+    got = [(r.body, r.connections, r.rate) for r in scenarios.plan(equal, ("1k", "50k"), (8,), (200, 50))]
+    assert got == [("1k", 8, None), ("1k", 1, 200), ("1k", 1, 50), ("50k", 8, None)]
+    paced_names = {s.name for s in scenarios.SCENARIOS if s.paced}
+    assert paced_names == {"direct", "nginx-mirror", "shadowproxy-off", "shadowproxy-equal"}
+    mismatch = scenarios.BY_NAME["shadowproxy-mismatch"]
+    assert all(r.rate is None for r in scenarios.plan(mismatch, ("1k",), (1,), (200,)))
 
 
 def test_select_names_the_unknown_scenario():
@@ -165,6 +217,10 @@ def test_smoke_is_one_second_one_connection_three_scenarios():
     p = parse_args(["--smoke"])
     assert (p.duration_s, p.connections, p.bodies) == (1, (1,), ("1k",))
     assert set(p.scenarios) == {"direct", "shadowproxy-equal", "nginx-mirror"}
+    assert p.rates == (200,)  # so the paced path never rots either
+    assert parse_args(["--rates", ""]).rates == () and parse_args(["--rates", "50,200"]).rates == (50, 200)
+    with pytest.raises(SystemExit):
+        parse_args(["--rates", "0"])
     with pytest.raises(SystemExit):
         parse_args(["--scenarios", "nope"])
 
@@ -229,6 +285,39 @@ def test_repeated_rounds_report_the_median_round_whole_and_the_spread():
     assert "| 3,600 | 3,000 to 4,200 |" in line
     failed = dataclasses.replace(rounds[0], error="proxy exited")
     assert median_of([rounds[1], failed, rounds[2]]).error == "proxy exited"  # never hidden
+
+
+def _paced(scenario: str, p50: float, cpu: float | None = 900.0) -> Measurement:
+    w = wrk.WrkResult(requests=1000, duration_s=5, rps=199.9, p50_ms=p50, p99_ms=p50 * 2)
+    return Measurement(scenario, "1k", 1, wrk=w, cpu_us_per_request=cpu, rate=200)
+
+
+def test_paced_rows_compare_added_p50_at_the_same_rate_and_stay_out_of_the_closed_loop_table():
+    results = Results(
+        [*_results().measurements, _paced("direct", 0.25, None), _paced("shadowproxy-equal", 0.9)]
+    )
+    closed = results.rows()
+    assert all(r.m.rate is None for r in closed) and len(closed) == 8
+    (direct, equal) = results.rows(paced=True)
+    assert equal.added_p50_ms == pytest.approx(0.65) and direct.added_p50_ms == 0
+    assert (equal.vs_mirror, equal.vs_direct) == (None, None)  # the rate was asked for
+    closed_equal = results.get("shadowproxy-equal", "1k", 1)
+    assert closed_equal is not None and closed_equal.p50_ms == 0.35  # the closed-loop row still
+    lines = paced_table(results.rows(paced=True)).splitlines()
+    assert all(line.count("|") == len(PACED_COLUMNS) + 1 for line in lines)
+    assert lines[-1] == "| shadowproxy-equal | 1k | 1 | 200 | 200 | 0.90 | 1.80 | 900 | +0.65 |  |"
+    params = Params(("direct",), ("1k",), (1,), 5, 1, smoke=False, rates=(200,))
+    text = markdown({}, params, results, [])
+    assert "At a fixed request rate:" in text and "h2load --h1 -c1" in text
+    doc = orjson.loads(json_document({}, params, results, []))
+    assert [r["rate"] for r in doc["results"]].count(200) == 2 and doc["params"]["rates"] == [200]
+    assert "At a fixed request rate:" not in markdown({}, params, _results(), [])
+
+
+def test_paced_rounds_report_the_round_with_the_median_p50():
+    rounds = [_paced("shadowproxy-equal", p50) for p50 in (1.4, 0.8, 1.0)]
+    median = median_of(rounds).wrk
+    assert median is not None and median.p50_ms == 1.0
 
 
 def test_targets_pass_miss_and_skip_from_the_numbers():

@@ -86,7 +86,7 @@ def test_the_readme_opens_with_the_two_commands():
 def test_the_ci_script_runs_the_readme_test_command():
     ci = (ROOT / ".ci/run").read_text()
     assert "make test" in ci and "make bench-smoke" in ci
-    for pkg in ("prometheus", "chromium", "nginx", "wrk"):
+    for pkg in ("prometheus", "chromium", "nginx", "wrk", "nghttp2-client"):
         assert pkg in ci
 
 
