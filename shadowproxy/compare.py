@@ -34,7 +34,7 @@ MAX_LINE_DIFFS = 10
 HASH_CAP_FACTOR = 8
 
 # Headers whose value is case-insensitive, and those that are unordered comma lists.
-_CASELESS = frozenset(
+_CASELESS: Final = frozenset(
     {
         "content-type",
         "cache-control",
@@ -49,7 +49,7 @@ _CASELESS = frozenset(
         "accept-ranges",
     }
 )
-_LISTS = frozenset(
+_LISTS: Final = frozenset(
     {
         "cache-control",
         "vary",
@@ -60,7 +60,7 @@ _LISTS = frozenset(
         "access-control-expose-headers",
     }
 )
-_HOP_BY_HOP = frozenset(
+_HOP_BY_HOP: Final = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 _AROUND_SEPARATORS = re.compile(r"\s*([,;=])\s*")
@@ -262,8 +262,8 @@ class _Side(Value):
         return decode.text_of(self.decoded.data, self.charset)
 
 
-_IDENTICAL = _Body("identical", [])  # shared: nobody appends to a _Body's diffs
-_EMPTY = _Body("empty", [])
+_IDENTICAL: Final = _Body("identical", [])  # shared: nobody appends to a _Body's diffs
+_EMPTY: Final = _Body("empty", [])
 
 
 def _coding_and_type(headers: Headers) -> tuple[str | None, str | None]:

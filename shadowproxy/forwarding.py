@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
 
 from shadowproxy import config
 from shadowproxy.exchange import ErrorKind, Headers, RequestSnapshot, SkipReason, UpstreamResult
@@ -20,7 +21,7 @@ from shadowproxy.routes import Router
 from shadowproxy.shadow import ShadowDispatcher, Shadowed, ShadowPolicy
 from shadowproxy.transport import HOP_BY_HOP, classify, strip_hop_by_hop
 
-log = logging.getLogger("shadowproxy.proxy")
+log: Final = logging.getLogger("shadowproxy.proxy")
 
 
 def request_id_for(incoming: str | None) -> str:
@@ -32,11 +33,11 @@ def request_id_for(incoming: str | None) -> str:
     return incoming or _ids.getrandbits(128).to_bytes(16, "big").hex()
 
 
-_ids = random.Random()
+_ids: Final = random.Random()
 
 
 # Not forwarded as the client sent them: hop-by-hop, and the ones we set ourselves.
-_REPLACED = HOP_BY_HOP | {"x-forwarded-proto", "x-forwarded-host", "x-request-id"}
+_REPLACED: Final = HOP_BY_HOP | {"x-forwarded-proto", "x-forwarded-host", "x-request-id"}
 
 
 def forward_headers(

@@ -50,7 +50,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import prometheus_client
 from prometheus_client import (
@@ -72,6 +72,10 @@ from shadowproxy.evidence import LATENCY_BUCKETS
 from shadowproxy.exchange import PARTS, SKIP_REASONS, Backend, ErrorKind, Exchange, Part, SkipReason
 from shadowproxy.jsonpath import generic_path
 from shadowproxy.memo import Memo
+
+# A Final of this module's own: compiled, each use is a static load, not a lookup in the
+# module's dict (an imported name is looked up on every use).
+_LATENCY: Final = LATENCY_BUCKETS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER = "other"
@@ -336,8 +340,8 @@ class Metrics:
             hkey = (backend, route, method)
             h = self._p_dur.get(hkey)
             if h is None:
-                h = self._p_dur[hkey] = _pending(LATENCY_BUCKETS)
-            _observe(h, LATENCY_BUCKETS, duration_s)
+                h = self._p_dur[hkey] = _pending(_LATENCY)
+            _observe(h, _LATENCY, duration_s)
 
     def skipped(self, route: str, reason: SkipReason) -> None:
         key = (route, reason)

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from shadowproxy import config
 from shadowproxy.buckets import finite
@@ -40,10 +41,10 @@ __all__ = ["RouteSummary", "Store", "StoreError"]
 log = logging.getLogger("shadowproxy.store")
 
 MiB = 1024 * 1024
-_PART_KEYS = {p: f"part:{p}" for p in PARTS}
+_PART_KEYS: Final = {p: f"part:{p}" for p in PARTS}
 DROP_QUEUE_FULL = "store_queue_full"
 DROP_BATCH_LOST = "store_batch_lost"  # the writer process died holding it
-_SKIP_KEYS: dict[str, str] = {r: f"skip:{r}" for r in SKIP_REASONS}
+_SKIP_KEYS: Final[dict[str, str]] = {r: f"skip:{r}" for r in SKIP_REASONS}
 
 
 def _size(ex: Exchange) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from typing import Final
 
 import aiohttp
 from yarl import URL
@@ -24,7 +25,7 @@ from shadowproxy.memo import Memo
 Done = Callable[[UpstreamResult | None], None]
 
 # RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         "connection",
         "keep-alive",
@@ -44,7 +45,7 @@ SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 
 # The name lengths of each `drop` set, worked out once: this runs three times per proxied
 # request. Callers pass a few constant sets; bounded all the same.
-_LENGTHS: Memo[frozenset[str], frozenset[int]] = Memo(16)
+_LENGTHS: Final[Memo[frozenset[str], frozenset[int]]] = Memo(16)
 
 
 def _lengths(names: frozenset[str]) -> frozenset[int]:
@@ -75,7 +76,7 @@ def strip_hop_by_hop(
     return kept
 
 
-_NAMED: Memo[frozenset[str], Memo[str, frozenset[str]]] = Memo(16)
+_NAMED: Final[Memo[frozenset[str], Memo[str, frozenset[str]]]] = Memo(16)
 
 
 def _connection_names(value: str, drop: frozenset[str]) -> frozenset[str]:

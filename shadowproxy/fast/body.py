@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+from typing import Final
 
-HIGH = 256 * 1024
-LOW = 64 * 1024
+HIGH: Final = 256 * 1024
+LOW: Final = 64 * 1024
 
 # Called with True to pause the socket's reading, False to resume it.
 Pressure = Callable[[bool], None]

@@ -13,7 +13,7 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Callable, Sequence
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from shadowproxy.fast.conn import Conn, OnEnd, Response, UpstreamError
 from shadowproxy.fast.deadlines import Deadlines, Expirable
@@ -26,12 +26,12 @@ Body = bytes | AsyncIterable[bytes] | None
 
 # What a call through the pool can raise: ours, a timeout, a socket error (transport.classify
 # turns each into the same (kind, detail) as the aiohttp engine's).
-FAST_ERRORS = (UpstreamError, TimeoutError, OSError)
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+FAST_ERRORS: Final = (UpstreamError, TimeoutError, OSError)
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 # aiohttp's client sends a length for these even when empty; so do we.
-_LENGTH_ALWAYS = frozenset({"POST", "PUT", "PATCH"})
+_LENGTH_ALWAYS: Final = frozenset({"POST", "PUT", "PATCH"})
 # A connection idle longer than this may already be closed by the server; don't bet on it.
-IDLE_MAX_S = 30.0
+IDLE_MAX_S: Final = 30.0
 
 
 class Pool:

@@ -12,9 +12,9 @@ timeout's reported latency is the time actually waited.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Final, Protocol
 
-TICK_S = 0.02
+TICK_S: Final = 0.02
 
 
 class Expirable(Protocol):

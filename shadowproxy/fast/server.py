@@ -15,7 +15,7 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
@@ -23,14 +23,14 @@ from shadowproxy.fast.body import BodyStream
 from shadowproxy.fast.wire import Request, Writer
 from shadowproxy.tasks import TaskTracker
 
-log = logging.getLogger("shadowproxy.fast")
+log: Final = logging.getLogger("shadowproxy.fast")
 
 Handler = Callable[[Request, "Connection"], Awaitable[None]]
 
-MAX_HEAD = 64 * 1024
-MAX_PIPELINED = 16
-KEEPALIVE_S = 75.0  # aiohttp's default keep-alive timeout
-_SWEEP_S = 5.0
+MAX_HEAD: Final = 64 * 1024
+MAX_PIPELINED: Final = 16
+KEEPALIVE_S: Final = 75.0  # aiohttp's default keep-alive timeout
+_SWEEP_S: Final = 5.0
 
 
 class _BadRequest:
