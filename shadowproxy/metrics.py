@@ -123,6 +123,17 @@ def _child(cache: dict[K, M], metric: M, key: K) -> M:
     return child
 
 
+def _bump(counts: dict[K, list[int]], key: K) -> None:
+    """Count one for `key`. A one-item list per key, not `d[k] = d.get(k, 0) + 1`: in place,
+    one dict lookup instead of two; with a tuple key each costs about 650 instructions
+    compiled (callgrind), four times per shadowed request."""
+    cell = counts.get(key)
+    if cell is None:
+        counts[key] = [1]
+    else:
+        cell[0] += 1
+
+
 def _pending(bounds: tuple[float, ...]) -> list[float]:
     """A histogram's observations waiting for a flush: a count per bucket (+Inf last),
     then their sum. _observe adds to it, _add_to_histogram hands it on."""
@@ -296,13 +307,14 @@ class Metrics:
         self._drop_reasons: set[str] = set()
         self._zeroed: set[str] = set()  # routes whose fixed-label series exist
         self._scrape: CollectorRegistry | None = None
-        # What the hot path counted since the last flush(), as plain numbers. Plain dicts:
-        # `d[k] = d.get(k, 0) + 1` takes 200 ns, a collections.Counter's `c[k] += 1` 410 ns.
-        self._p_req: dict[tuple[str, str, int], int] = {}
-        self._p_up: dict[tuple[Backend, str, str, str | int], int] = {}
+        # What the hot path counted since the last flush(), as plain numbers in plain dicts
+        # (a collections.Counter's `c[k] += 1` took twice the time). The per-request counts
+        # are one-item lists, bumped in place (_bump); the rarer ones plain ints.
+        self._p_req: dict[tuple[str, str, int], list[int]] = {}
+        self._p_up: dict[tuple[Backend, str, str, str | int], list[int]] = {}
         self._p_dur: dict[tuple[Backend, str, str], list[float]] = {}  # bucket counts..., sum
-        self._p_skip: dict[tuple[str, SkipReason], int] = {}
-        self._p_cmp: dict[tuple[str, str, bool], int] = {}
+        self._p_skip: dict[tuple[str, SkipReason], list[int]] = {}
+        self._p_cmp: dict[tuple[str, str, bool], list[int]] = {}
         self._p_hashed: dict[str, int] = {}
         self._p_parts: dict[tuple[str, str, Part], int] = {}
         self._p_fields: dict[tuple[str, str], int] = {}
@@ -318,8 +330,7 @@ class Metrics:
 
     def request(self, route: str, method: str, code: int) -> None:
         """A response given to a client."""
-        key = (route, method, code)
-        self._p_req[key] = self._p_req.get(key, 0) + 1
+        _bump(self._p_req, (route, method, code))
 
     def upstream(
         self,
@@ -334,8 +345,7 @@ class Metrics:
         the call failed. A timeout is observed at its duration because it was slow for
         whoever waited; a transport error took no meaningful time and is only counted."""
         code = error if error is not None else ("error" if status is None else status)
-        key = (backend, route, method, code)
-        self._p_up[key] = self._p_up.get(key, 0) + 1
+        _bump(self._p_up, (backend, route, method, code))
         if (error is None and status is not None) or error == "timeout":
             hkey = (backend, route, method)
             h = self._p_dur.get(hkey)
@@ -344,17 +354,16 @@ class Metrics:
             _observe(h, _LATENCY, duration_s)
 
     def skipped(self, route: str, reason: SkipReason) -> None:
-        key = (route, reason)
-        self._p_skip[key] = self._p_skip.get(key, 0) + 1
+        _bump(self._p_skip, (route, reason))
 
     def flush(self) -> None:
         """Hand what the hot path counted to prometheus_client. Call it on the event loop."""
         req, self._p_req = self._p_req, {}
-        for (route, method, code), n in req.items():
+        for (route, method, code), (n,) in req.items():
             self._zero_route(route)
             _child(self._req_children, self._requests, (route, normalize_method(method), code)).inc(n)
         up, self._p_up = self._p_up, {}
-        for (backend, route, method, ucode), n in up.items():
+        for (backend, route, method, ucode), (n,) in up.items():
             key = (backend, route, normalize_method(method), str(ucode))
             _child(self._up_children, self._upstream, key).inc(n)
         dur, self._p_dur = self._p_dur, {}
@@ -362,11 +371,11 @@ class Metrics:
             key3 = (backend, route, normalize_method(method))
             _add_to_histogram(_child(self._dur_children, self._duration, key3), h)
         skip, self._p_skip = self._p_skip, {}
-        for (route, reason), n in skip.items():
+        for (route, reason), (n,) in skip.items():
             self._zero_route(route)
             self._skip_children[(route, reason)].inc(n)
         cmp, self._p_cmp = self._p_cmp, {}
-        for (route, method, match), n in cmp.items():
+        for (route, method, match), (n,) in cmp.items():
             m = normalize_method(method)
             self._zero_route(route)
             self._zero_pair(route, m)
@@ -427,8 +436,7 @@ class Metrics:
             return
         route = ex.request.route
         method = ex.request.method
-        key = (route, method, c.match)
-        self._p_cmp[key] = self._p_cmp.get(key, 0) + 1
+        _bump(self._p_cmp, (route, method, c.match))
         if c.hashed_only:
             self._p_hashed[route] = self._p_hashed.get(route, 0) + 1
         if c.match:
