@@ -95,12 +95,18 @@ class FastProxy:
             conn.respond(req, status, HTTPStatus(status).phrase, error_headers(request_id), body)
             return status, result
 
-        headers = client_headers(resp.headers, request_id)
         whole = resp.whole()
         if whole is not None:
-            conn.respond(req, resp.status, resp.reason, headers, whole)
+            # The upstream's head as it came, with our request id (client_headers keeps
+            # theirs, and verbatim_head is None when they sent one); else re-rendered.
+            head = resp.verbatim_head
+            if head is None or not conn.respond_as_is(
+                req, resp.status, head, b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n", whole
+            ):
+                conn.respond(req, resp.status, resp.reason, client_headers(resp.headers, request_id), whole)
             size, captured = len(whole), whole[: self._core.capture] if capture else b""
         else:
+            headers = client_headers(resp.headers, request_id)
             size, captured = await self._stream(req, conn, resp, headers, route, started, capture)
         result = self._core.primary_answered(
             route, req.method, resp.status, tuple(resp.headers), captured, size, resp.sent_at

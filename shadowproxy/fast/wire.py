@@ -96,6 +96,21 @@ class Writer:
         self.raw_write(head if _bodiless(req, status) or not body else head + body)
         self.head_sent = True
 
+    def respond_as_is(self, req: Request, status: int, head: bytes, line: bytes, body: bytes) -> bool:
+        """A whole response whose head came from the upstream fit to forward (the
+        handler's verbatim path): `head` as is (its header lines, no blank line), then
+        `line` (a header line of the handler's), then the body; False, with nothing
+        written, when this exchange needs a framing or Connection line of ours, or no body.
+        For header lines in the usual `Name: value` form these are the bytes `respond`
+        would write; others reach the client as the upstream spelt them."""
+        keep = req.keep_alive and not self._stopping and not req.upgrade
+        if req.version != "1.1" or not keep or _bodiless(req, status):
+            return False
+        self._chunked = False
+        self.raw_write(b"".join((head, line, b"\r\n", body)))
+        self.head_sent = True
+        return True
+
     def start(self, req: Request, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
         """The head of a response whose body follows through write()."""
         self.raw_write(self._head(req, status, reason, headers, None))
