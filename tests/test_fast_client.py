@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from shadowproxy import config
 from shadowproxy.fast.body import HIGH, LOW, BodyStream
-from shadowproxy.fast.client import FAST_ERRORS, Pool, Response
+from shadowproxy.fast.client import FAST_ERRORS, Pool, Response, request_head
+from shadowproxy.fast.upstream import FastUpstream
 from shadowproxy.transport import classify
 
 HEADERS = [("Host", "upstream.test")]
+GET_HEAD = request_head("GET", "/", HEADERS, None)
 
 
 def pool_for(url: str, **kw) -> Pool:
@@ -39,7 +42,7 @@ async def read_all(resp: Response) -> bytes:
 
 
 async def get(pool: Pool, target: str = "/", method: str = "GET", body=None) -> tuple[Response, bytes]:
-    resp = await pool.request(method, target, HEADERS, body, 5.0)
+    resp = await pool.request(method, request_head(method, target, HEADERS, body), body, 5.0)
     try:
         return resp, await read_all(resp)
     finally:
@@ -211,7 +214,7 @@ async def test_the_connection_limit_holds_and_waiters_fail_after_the_connect_tim
         await up.arrived.wait()
         up.arrived.clear()
     # Both connections are busy: a third request waits for one, then gives up as an error.
-    kind, detail = await outcome(pool.request("GET", "/", HEADERS, None, 5.0))
+    kind, detail = await outcome(pool.request("GET", GET_HEAD, None, 5.0))
     assert (kind, detail) == ("error", "no free upstream connection within 0.2 s")
     release.set()
     assert [r.status for r, _ in await asyncio.gather(*held)] == [200, 200]
@@ -270,7 +273,7 @@ async def test_no_answer_within_the_timeout_is_a_timeout_and_frees_the_slot(make
 
     up = await make_upstream(hang)
     pool = pool_for(up.url, max_connections=1)
-    assert await outcome(pool.request("GET", "/", HEADERS, None, 0.2)) == (
+    assert await outcome(pool.request("GET", GET_HEAD, None, 0.2)) == (
         "timeout",
         "no answer within the timeout",
     )
@@ -338,7 +341,9 @@ async def test_tls_upstream_with_sni_and_verification(cert):
     async with tls_server(cert) as port:
         trusting = ssl.create_default_context(cafile=str(cert[0]))
         pool = Pool("localhost", port, tls=trusting, max_connections=2, connect_timeout_s=2.0)
-        resp = await pool.request("GET", "/", [("Host", f"localhost:{port}")], None, 5.0)
+        resp = await pool.request(
+            "GET", request_head("GET", "/", [("Host", f"localhost:{port}")], None), None, 5.0
+        )
         assert (resp.status, await read_all(resp)) == (200, f"secure localhost:{port}".encode())
         resp.close()
         await pool.close()
@@ -346,7 +351,7 @@ async def test_tls_upstream_with_sni_and_verification(cert):
         default = Pool(
             "localhost", port, tls=ssl.create_default_context(), max_connections=2, connect_timeout_s=2
         )
-        kind, detail = await outcome(default.request("GET", "/", HEADERS, None, 5.0))
+        kind, detail = await outcome(default.request("GET", GET_HEAD, None, 5.0))
         assert kind == "error" and "CERTIFICATE_VERIFY_FAILED" in detail
 
 
@@ -365,3 +370,40 @@ async def test_the_proxy_forwards_to_a_tls_primary(cert, make_upstream, sidecar,
             pytest.skip("aiohttp's client keeps the CA bundle it loaded at import")
         async with aiohttp.ClientSession() as s, s.get(r.proxy_url + "/", headers={"Host": "front"}) as resp:
             assert (resp.status, await resp.text()) == (200, "secure front")
+
+
+FORWARDED = (
+    ("Host", "front.example"),
+    ("Accept", "application/json"),
+    ("X-Forwarded-For", "203.0.113.9"),
+    ("X-Request-Id", "r-1"),
+)
+
+
+@pytest.mark.parametrize("policy", ["preserve", "backend"])
+@pytest.mark.parametrize(
+    ("method", "query", "body", "forwarded"),
+    [
+        ("GET", "", None, FORWARDED),
+        ("GET", "a=1&b=%20", None, FORWARDED[1:]),  # no Host from the client
+        ("POST", "", b"{}", FORWARDED),
+        ("POST", "", None, FORWARDED),  # a length of 0 all the same
+        ("PUT", "x=1", b"abc", (*FORWARDED, ("content-length", "3"))),  # the client's length
+    ],
+)
+async def test_the_one_pass_head_is_request_head_of_the_backends_headers(
+    policy, method, query, body, forwarded
+):
+    cfg = config.Backend(
+        url="http://api.internal:8001/base/", host_header=policy, headers={"X-Env": "staging"}
+    )
+    up = FastUpstream("shadow", cfg, extra_headers=(("X-Shadow", "1"),))
+    for host in ("front.example", None):
+        expected = request_head(method, up.target("/p/q", query), up.headers(forwarded, host), body)
+        assert up.head(method, "/p/q", query, forwarded, host, body) == expected
+    streamed = up.head("POST", "/s", "", forwarded, None, _chunks())
+    assert streamed == request_head("POST", up.target("/s", ""), up.headers(forwarded, None), _chunks())
+
+
+async def _chunks() -> AsyncIterator[bytes]:
+    yield b"x"

@@ -19,7 +19,7 @@ from shadowproxy.fast.conn import Conn, OnEnd, Response, UpstreamError
 from shadowproxy.fast.deadlines import Deadlines, Expirable
 from shadowproxy.fast.head import head_lines
 
-__all__ = ["FAST_ERRORS", "Body", "Pool", "Response", "UpstreamError", "request_head"]
+__all__ = ["FAST_ERRORS", "Body", "Pool", "Response", "UpstreamError", "end_head", "request_head"]
 
 P = TypeVar("P", bound=asyncio.Protocol)
 Body = bytes | AsyncIterable[bytes] | None
@@ -60,19 +60,14 @@ class Pool:
         self._deadlines = Deadlines(self._loop)
 
     async def request(
-        self,
-        method: str,
-        target: str,
-        headers: Sequence[tuple[str, str]],
-        body: Body = None,
-        timeout_s: float | None = None,
+        self, method: str, head: bytes, body: Body = None, timeout_s: float | None = None
     ) -> Response:
-        """Send one request; return once the response head is in (the body may still arrive).
+        """Send one request, `head` (request_head, or FastUpstream.head) then `body`; return
+        once the response head is in (the body may still arrive).
 
         The caller must `close()` the response unless it read the body to the end.
         `timeout_s` bounds getting a connection, sending and the head.
         """
-        head = request_head(method, target, headers, body)
         if body is not None and not isinstance(body, bytes):
             # Streamed uploads are rare; the plain context manager bounds every await in them.
             async with asyncio.timeout(timeout_s):
@@ -111,8 +106,7 @@ class Pool:
     def send(
         self,
         method: str,
-        target: str,
-        headers: Sequence[tuple[str, str]],
+        head: bytes,
         body: bytes | None,
         timeout_s: float,
         call: Expirable,
@@ -130,7 +124,6 @@ class Pool:
         conn = self._idle_conn()
         if conn is None:
             return None
-        head = request_head(method, target, headers, body)
         try:
             # Before begin(): a connection that cannot take the bytes is only given up.
             _write(conn, head, body)
@@ -307,6 +300,12 @@ async def _send_stream(conn: Conn, head: bytes, body: AsyncIterable[bytes]) -> N
 
 def request_head(method: str, target: str, headers: Sequence[tuple[str, str]], body: Body) -> bytes:
     lines, has_length = head_lines(f"{method} {target} HTTP/1.1\r\n", headers)
+    return end_head(lines, method, body, has_length)
+
+
+def end_head(lines: list[str], method: str, body: Body, has_length: bool) -> bytes:
+    """The request head's framing line (unless the headers carry a length) and blank line
+    after `lines`, encoded."""
     if not has_length:
         if isinstance(body, bytes):
             if body or method in _LENGTH_ALWAYS:

@@ -87,7 +87,7 @@ class FastProxy:
         host = req.host
         try:
             resp = await up.pool.request(
-                req.method, up.target(path, query), up.headers(forwarded, host), data, up.cfg.timeout_s
+                req.method, up.head(req.method, path, query, forwarded, host, data), data, up.cfg.timeout_s
             )
         except FAST_ERRORS as e:
             status, detail, result = self._core.primary_failed(route, req.method, e, started)

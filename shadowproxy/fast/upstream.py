@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from shadowproxy import config
 from shadowproxy.exchange import Backend, Headers, RequestSnapshot, UpstreamResult
-from shadowproxy.fast.client import FAST_ERRORS, IDEMPOTENT, Pool
+from shadowproxy.fast.client import FAST_ERRORS, IDEMPOTENT, Body, Pool, end_head
 from shadowproxy.fast.conn import Response, UpstreamError
 from shadowproxy.transport import Done, Upstream, classify
 
@@ -31,6 +31,11 @@ class FastUpstream(Upstream):
         self._prefix = parts.path.rstrip("/")
         self._tls = tls
         self._pool: Pool | None = None
+        # What head() adds to every request, rendered once.
+        self._preserve_host = cfg.host_header == "preserve"
+        self._host_line = f"Host: {self._host}\r\n"
+        self._extra_lines = "".join(f"{k}: {v}\r\n" for k, v in self._extra)
+        self._extra_length = any(k.lower() == "content-length" for k, _ in self._extra)
 
     async def start(self) -> None:
         # The aiohttp session stays available (it connects lazily, so it costs nothing idle).
@@ -62,6 +67,35 @@ class FastUpstream(Upstream):
         """The request target: raw path and query, byte for byte, under the base URL's path."""
         return f"{self._prefix}{path}?{query}" if query else self._prefix + path
 
+    def head(
+        self, method: str, path: str, query: str, forwarded: Headers, client_host: str | None, body: Body
+    ) -> bytes:
+        """The request head for this backend: the same bytes as request_head(method,
+        self.target(path, query), self.headers(forwarded, client_host), body), in one
+        pass, with no header list built in between. Both backends' heads are built on
+        every shadowed request; the two steps cost about 7,500 instructions each
+        (callgrind, compiled), this about 4,500 (tests/test_fast_client.py holds the two
+        to the same bytes)."""
+        parts = [method, " ", self._prefix, path]
+        if query:
+            parts.append("?")
+            parts.append(query)
+        parts.append(" HTTP/1.1\r\n")
+        has_length = self._extra_length
+        for k, v in forwarded:
+            n = len(k)
+            if n == 4 and k.lower() == "host":
+                continue  # ours follows, per policy
+            if n == 14 and k.lower() == "content-length":
+                has_length = True
+            parts.append(k)
+            parts.append(": ")
+            parts.append(v)
+            parts.append("\r\n")
+        parts.append(f"Host: {client_host}\r\n" if self._preserve_host and client_host else self._host_line)
+        parts.append(self._extra_lines)
+        return end_head(parts, method, body, has_length)
+
     def begin_fetch(
         self, req: RequestSnapshot, client_host: str | None, capture_limit: int, done: Done
     ) -> bool:
@@ -70,11 +104,11 @@ class FastUpstream(Upstream):
         if not pool.has_idle:
             return False  # before building a head the task's fetch() would build again
         call = _Fetch(pool, self.role, req.method, capture_limit, done)
+        body = req.body or None
         resp = pool.send(
             req.method,
-            self.target(req.path, req.query),
-            self.headers(req.headers, client_host),
-            req.body or None,
+            self.head(req.method, req.path, req.query, req.headers, client_host, body),
+            body,
             self.cfg.timeout_s,
             call,
             call.ended,
@@ -93,11 +127,11 @@ class FastUpstream(Upstream):
         # Two trys, not one with an Optional response closed in a finally: compiled
         # (setup.py), that shape raised TypeError when the request itself had failed.
         try:
+            body = req.body or None
             resp = await self.pool.request(
                 req.method,
-                self.target(req.path, req.query),
-                self.headers(req.headers, client_host),
-                req.body or None,
+                self.head(req.method, req.path, req.query, req.headers, client_host, body),
+                body,
                 timeout_s,
             )
         except FAST_ERRORS as e:
