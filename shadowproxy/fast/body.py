@@ -8,7 +8,6 @@ reader (a slow client, a slow upstream) bounds memory instead of buffering every
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from typing import Final
 
@@ -23,7 +22,11 @@ class BodyStream:
     __slots__ = ("_chunks", "_eof", "_exc", "_paused", "_pressure", "_size", "_waiter")
 
     def __init__(self, pressure: Pressure | None = None) -> None:
-        self._chunks: deque[bytes] = deque()
+        # A list, not a deque: compiled, list operations are inline while a deque's are
+        # method calls (about 300 instructions each), and creating a deque allocates a
+        # 64-slot block. Chunks rarely queue up (back-pressure stops reading at HIGH bytes,
+        # and most bodies are one chunk), so pop(0) moves a few pointers at most.
+        self._chunks: list[bytes] = []
         self._size = 0
         self._eof = False
         self._exc: BaseException | None = None
@@ -75,8 +78,8 @@ class BodyStream:
         chunks = self._chunks
         if not chunks:
             return b""
-        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
         self._size = 0
         self._relieve()
         return data
@@ -85,7 +88,7 @@ class BodyStream:
         """The next chunk; b"" at the end. An idle gap over `timeout_s` raises TimeoutError."""
         while True:
             if self._chunks:
-                chunk = self._chunks.popleft()
+                chunk = self._chunks.pop(0)
                 self._size -= len(chunk)
                 self._relieve()
                 return chunk
