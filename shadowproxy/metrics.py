@@ -126,12 +126,24 @@ def _child(cache: dict[K, M], metric: M, key: K) -> M:
 def _bump(counts: dict[K, list[int]], key: K) -> None:
     """Count one for `key`. A one-item list per key, not `d[k] = d.get(k, 0) + 1`: in place,
     one dict lookup instead of two; with a tuple key each costs about 650 instructions
-    compiled (callgrind), four times per shadowed request."""
+    compiled (callgrind), for every request and every comparison."""
     cell = counts.get(key)
     if cell is None:
         counts[key] = [1]
     else:
         cell[0] += 1
+
+
+class _Calls:
+    """One backend, route and method's calls since the last flush: a count per code, and
+    the latency histogram's pending observations (_pending). Together, so a call costs one
+    lookup of a tuple key, not two."""
+
+    __slots__ = ("codes", "durations")
+
+    def __init__(self) -> None:
+        self.codes: dict[str | int, int] = {}
+        self.durations = _pending(_LATENCY)
 
 
 def _pending(bounds: tuple[float, ...]) -> list[float]:
@@ -311,8 +323,7 @@ class Metrics:
         # (a collections.Counter's `c[k] += 1` took twice the time). The per-request counts
         # are one-item lists, bumped in place (_bump); the rarer ones plain ints.
         self._p_req: dict[tuple[str, str, int], list[int]] = {}
-        self._p_up: dict[tuple[Backend, str, str, str | int], list[int]] = {}
-        self._p_dur: dict[tuple[Backend, str, str], list[float]] = {}  # bucket counts..., sum
+        self._p_calls: dict[tuple[Backend, str, str], _Calls] = {}
         self._p_skip: dict[tuple[str, SkipReason], list[int]] = {}
         self._p_cmp: dict[tuple[str, str, bool], list[int]] = {}
         self._p_hashed: dict[str, int] = {}
@@ -345,13 +356,14 @@ class Metrics:
         the call failed. A timeout is observed at its duration because it was slow for
         whoever waited; a transport error took no meaningful time and is only counted."""
         code = error if error is not None else ("error" if status is None else status)
-        _bump(self._p_up, (backend, route, method, code))
+        key = (backend, route, method)
+        calls = self._p_calls.get(key)
+        if calls is None:
+            calls = self._p_calls[key] = _Calls()
+        codes = calls.codes
+        codes[code] = codes.get(code, 0) + 1  # a small int or a str: cheap to hash and match
         if (error is None and status is not None) or error == "timeout":
-            hkey = (backend, route, method)
-            h = self._p_dur.get(hkey)
-            if h is None:
-                h = self._p_dur[hkey] = _pending(_LATENCY)
-            _observe(h, _LATENCY, duration_s)
+            _observe(calls.durations, _LATENCY, duration_s)
 
     def skipped(self, route: str, reason: SkipReason) -> None:
         _bump(self._p_skip, (route, reason))
@@ -362,14 +374,14 @@ class Metrics:
         for (route, method, code), (n,) in req.items():
             self._zero_route(route)
             _child(self._req_children, self._requests, (route, normalize_method(method), code)).inc(n)
-        up, self._p_up = self._p_up, {}
-        for (backend, route, method, ucode), (n,) in up.items():
-            key = (backend, route, normalize_method(method), str(ucode))
-            _child(self._up_children, self._upstream, key).inc(n)
-        dur, self._p_dur = self._p_dur, {}
-        for (backend, route, method), h in dur.items():
-            key3 = (backend, route, normalize_method(method))
-            _add_to_histogram(_child(self._dur_children, self._duration, key3), h)
+        calls, self._p_calls = self._p_calls, {}
+        for (backend, route, method), c in calls.items():
+            m = normalize_method(method)
+            for ucode, n in c.codes.items():
+                _child(self._up_children, self._upstream, (backend, route, m, str(ucode))).inc(n)
+            if any(c.durations):  # observed: not only transport errors
+                hist = _child(self._dur_children, self._duration, (backend, route, m))
+                _add_to_histogram(hist, c.durations)
         skip, self._p_skip = self._p_skip, {}
         for (route, reason), (n,) in skip.items():
             self._zero_route(route)

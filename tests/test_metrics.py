@@ -115,6 +115,11 @@ def test_counters_and_histogram_equal_what_was_recorded() -> None:
     assert m.registry.get_sample_value(f"{h}_bucket", {**shadow, "le": "+Inf"}) == len(durations) + 1
     assert m.registry.get_sample_value(f"{h}_sum", shadow) == pytest.approx(sum(durations) + 10.0)
     assert m.registry.get_sample_value(f"{h}_count", {**shadow, "backend": "primary"}) == 1
+    # A route whose calls only failed in transport has no latency series at all.
+    m.upstream("shadow", "feed", "GET", None, "error", 0.001)
+    m.flush()
+    assert value(m, up, backend="shadow", route="feed", method="GET", code="error") == 1
+    assert m.registry.get_sample_value(f"{h}_count", {**shadow, "route": "feed"}) is None
 
 
 def test_histogram_buckets_include_the_plan_limits() -> None:
