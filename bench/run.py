@@ -42,24 +42,23 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
-def _connections(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in comma_list(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"connections must be whole numbers, not {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("give at least one connection count, each >= 1")
-    return values
+def _whole_numbers(what: str, *, empty_ok: bool) -> Callable[[str], tuple[int, ...]]:
+    """An argparse type: comma-separated whole numbers, each >= 1 (none at all if `empty_ok`)."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(p) for p in comma_list(text))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be whole numbers, not {text!r}") from None
+        if (not values and not empty_ok) or (values and min(values) < 1):
+            raise argparse.ArgumentTypeError(f"give {what} as whole numbers, each >= 1")
+        return values
+
+    return parse
 
 
-def _rates(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in comma_list(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"rates must be whole numbers, not {text!r}") from None
-    if values and min(values) < 1:
-        raise argparse.ArgumentTypeError("each rate must be >= 1 request per second")
-    return values
+_connections = _whole_numbers("connections", empty_ok=False)
+_rates = _whole_numbers("rates", empty_ok=True)
 
 
 def tree_dir(text: str) -> Path:
@@ -102,8 +101,16 @@ def parse_args(argv: Sequence[str] | None) -> Params:
     p.add_argument("--tree", type=tree_dir, default=None, help=TREE_HELP)
     a = p.parse_args(argv)
     if a.smoke:
-        smoke = (scenarios.SMOKE, ("1k",), (1,))
-        return Params(*smoke, duration_s=1, warmup_s=1, smoke=True, tree=a.tree, rates=PACED_RATES)
+        return Params(
+            scenarios.SMOKE,
+            ("1k",),
+            (1,),
+            duration_s=1,
+            warmup_s=1,
+            smoke=True,
+            tree=a.tree,
+            rates=PACED_RATES,
+        )
     try:
         scenarios.select(list(a.scenarios))
     except ValueError as e:

@@ -253,17 +253,18 @@ def evaluate(cfg: Config, evidence: Evidence) -> Decision:
     return Decision(verdict, reasons, routes, _coverage(routes), family)
 
 
+def _most_first(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """The reasons counted more than zero times, most first, then by name."""
+    return sorted(((r, c) for r, c in counts.items() if c > 0), key=lambda rc: (-rc[1], rc[0]))
+
+
 def _plan(route: str, ev: RouteEvidence, gate: Gate, declared: bool) -> _Plan:
     if ev.shadowed <= 0:
         if ev.requests <= 0:
             blocker = "no traffic in the window"
         else:
-            skipped = [
-                f"{c} {r}" for r, c in sorted(ev.skipped.items(), key=lambda kv: (-kv[1], kv[0])) if c > 0
-            ]
-            lost = [
-                f"{c} lost ({r})" for r, c in sorted(ev.lost.items(), key=lambda kv: (-kv[1], kv[0])) if c > 0
-            ]
+            skipped = [f"{c} {r}" for r, c in _most_first(ev.skipped)]
+            lost = [f"{c} lost ({r})" for r, c in _most_first(ev.lost)]
             why = ", ".join(skipped + lost) or "no skip reason recorded"
             # A lost pair was sent to the shadow: "not shadowed" would be untrue of it.
             blocker = f"{'no pair recorded' if lost else 'not shadowed'}: {why} (of {ev.requests} requests)"

@@ -151,25 +151,20 @@ class Store:
     # ------------------------------------------------------------------ hot path
 
     def record_request(self, route: str) -> None:
-        try:
-            with self._lock:
-                self._route(route).count("requests")
-        except Exception as e:
-            self._internal_error(e)
+        self._count(route, "requests")
 
     def record_skip(self, route: str, reason: SkipReason) -> None:
-        try:
-            with self._lock:
-                self._route(route).count(_SKIP_KEYS.get(reason) or f"skip:{reason}")
-        except Exception as e:
-            self._internal_error(e)
+        self._count(route, _SKIP_KEYS.get(reason) or f"skip:{reason}")
 
     def record_lost(self, route: str, reason: str) -> None:
         """A shadow call made for this route whose pair was dropped before it could be
         recorded (at its deadline, or abandoned at shutdown)."""
+        self._count(route, f"lost:{reason}")
+
+    def _count(self, route: str, name: str) -> None:
         try:
             with self._lock:
-                self._route(route).count(f"lost:{reason}")
+                self._route(route).count(name)
         except Exception as e:
             self._internal_error(e)
 
