@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shadowproxy import children
 from shadowproxy.store import Store
 from tests.conftest import make_store as make
 from tests.test_store import diff, exchange
@@ -52,6 +53,24 @@ def test_the_writer_is_a_process_that_a_ctrl_c_does_not_stop(db: str) -> None:
     finally:
         s.close()
     assert writers() == []
+
+
+def test_the_writer_runs_at_a_lower_cpu_priority_than_the_proxy(db: str) -> None:
+    # Rule 1: on a busy machine the kernel must give the CPU to the proxy and the backends first.
+    s = make(db)
+    s.start()
+    try:
+        s.record_request("user")
+        s.flush()  # the writer has answered: it runs its own code, nice and all
+        (writer,) = writers()
+        pid = writer.pid or 0
+        if hasattr(os, "SCHED_IDLE"):
+            assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+        else:
+            ours = os.getpriority(os.PRIO_PROCESS, 0)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + children.BACKGROUND_NICE)
+    finally:
+        s.close()
 
 
 def killed_writer(s: Store) -> int:
