@@ -229,8 +229,7 @@ class Store:
         # 2,700 instructions (callgrind). The bias, under n / 2**53, is no concern here.
         slot = n - 1 if n <= cap else int(self._rng.random() * n)
         if slot < cap:
-            d.pair_primary[slot] = primary_s
-            d.pair_shadow[slot] = shadow_s
+            d.add_pair(slot, primary_s, shadow_s)
 
     def _enqueue(self, ex: Exchange, d: RouteDelta, paths: tuple[str, ...]) -> None:
         """Queue only what the writer could keep: a mismatch showing a field path not seen

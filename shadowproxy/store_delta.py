@@ -4,6 +4,7 @@ writes it). Every shadowed request adds to it, so it is compiled in the compiled
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -13,6 +14,9 @@ from shadowproxy.evidence import LATENCY_BUCKETS
 # Distinct field paths counted per route; the rest are added up under OTHER_FIELD.
 MAX_FIELD_PATHS = 1000
 OTHER_FIELD = "other"
+# Reservoir writes a batch holds before repeated writes to a slot fold into the last (a
+# batch grows while its writer is behind). A flush interval brings a few thousand.
+MAX_PAIR_WRITES = 100_000
 # Compiled, a Final of this module is a static load; the imported name, a dict lookup per use.
 _LATENCY: Final = LATENCY_BUCKETS
 
@@ -43,18 +47,30 @@ class RouteDelta:
     counts: dict[str, int] = field(default_factory=dict)
     primary: LatencyHist = field(default_factory=LatencyHist)
     shadow: LatencyHist = field(default_factory=LatencyHist)
-    # Reservoir slot -> latency, a dict per side. Not a (primary, shadow) tuple per slot:
-    # a tuple is a container the cycle collector tracks until its first collection, and
-    # a flush interval under `make bench` load held thousands, 80% of the young
-    # generation, each counting towards the next collection. A dict of floats is not
-    # tracked at all.
-    pair_primary: dict[int, float] = field(default_factory=dict)
-    pair_shadow: dict[int, float] = field(default_factory=dict)
+    # The reservoir writes since the last flush, in order: write i put the pair
+    # (pair_latencies[2i], pair_latencies[2i + 1]) in slot pair_slots[i], and a later write
+    # to a slot replaces an earlier one. Arrays of numbers, not boxed floats: the store's
+    # shipper thread freed a flush interval's floats with the GIL held, cache-cold, and
+    # pickled them one by one: 1-2.4 ms twice a second under `make bench` load (perf), a
+    # stall of the event loop (down to 0.7 ms). An append costs the loop more than the dict
+    # it replaces (about 1,500 instructions a pair, callgrind), but only while the reservoir
+    # fills: once it is full, few requests write a slot.
+    pair_slots: array[int] = field(default_factory=lambda: array("q"))
+    pair_latencies: array[float] = field(default_factory=lambda: array("d"))
+    fold_at: int = MAX_PAIR_WRITES  # more writes than this fold (a reservoir may be larger)
     fields: dict[str, list[int]] = field(default_factory=dict)  # path -> [raw, noise]
 
     def count(self, name: str, n: int = 1) -> None:
         c = self.counts
         c[name] = c.get(name, 0) + n
+
+    def add_pair(self, slot: int, primary_s: float, shadow_s: float) -> None:
+        self.pair_slots.append(slot)
+        latencies = self.pair_latencies
+        latencies.append(primary_s)
+        latencies.append(shadow_s)
+        if len(self.pair_slots) > self.fold_at:
+            self._last_write_per_slot()
 
     def count_field(self, path: str, index: int, n: int = 1) -> None:
         # The batch is bounded like the table: a flood of new paths folds into OTHER_FIELD.
@@ -67,12 +83,23 @@ class RouteDelta:
             self.count(name, n)
         self.primary.add(newer.primary)
         self.shadow.add(newer.shadow)
-        # The newer pair in a slot replaced the older one.
-        self.pair_primary.update(newer.pair_primary)
-        self.pair_shadow.update(newer.pair_shadow)
+        self.pair_slots.extend(newer.pair_slots)
+        self.pair_latencies.extend(newer.pair_latencies)
+        if len(self.pair_slots) > self.fold_at:
+            self._last_write_per_slot()
         for path, (raw, noise) in newer.fields.items():
             self.count_field(path, 0, raw)
             self.count_field(path, 1, noise)
+
+    def _last_write_per_slot(self) -> None:
+        """Bound a batch that keeps growing (the store's while its writer is behind, the
+        writer's while its writes fail): of several writes to one slot, only the last lands."""
+        last = {slot: i for i, slot in enumerate(self.pair_slots)}
+        latencies = self.pair_latencies
+        kept = sorted(last.values())
+        self.pair_slots = array("q", [self.pair_slots[i] for i in kept])
+        self.pair_latencies = array("d", [x for i in kept for x in (latencies[2 * i], latencies[2 * i + 1])])
+        self.fold_at = max(MAX_PAIR_WRITES, 2 * len(kept))
 
 
 @dataclass(slots=True)

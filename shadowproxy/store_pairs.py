@@ -38,17 +38,16 @@ def _pack(arr: array[float]) -> bytes:
     return arr.tobytes()
 
 
-def write_pairs(
-    conn: sqlite3.Connection, route: str, primary: dict[int, float], shadow: dict[int, float]
-) -> None:
-    """Put each pair (`primary[slot]`, `shadow[slot]`, same keys) in its reservoir slot;
-    the caller holds the transaction, so another process's writer cannot change a block
-    between our read and our write."""
+def write_pairs(conn: sqlite3.Connection, route: str, slots: array[int], latencies: array[float]) -> None:
+    """Put pair i (`latencies[2i]` primary, `latencies[2i + 1]` shadow) in reservoir slot
+    `slots[i]`, in order: a later write to a slot replaces an earlier one. The caller holds
+    the transaction, so another process's writer cannot change a block between our read and
+    our write."""
     # A few thousand pairs per flush under load: one cheap pass per pair, the rest per block.
-    if not primary:
+    if not slots:
         return
     top: dict[int, int] = {}  # block -> the highest slot written in it
-    for slot in primary:
+    for slot in slots:
         block = slot // PAIR_BLOCK
         if top.get(block, -1) < slot:
             top[block] = slot
@@ -69,11 +68,11 @@ def write_pairs(
         if len(arr) < need:
             arr.extend([math.nan] * (need - len(arr)))
         blocks[block] = arr
-    for slot, p in primary.items():
+    for i, slot in enumerate(slots):
         arr = blocks[slot // PAIR_BLOCK]
-        i = 2 * (slot % PAIR_BLOCK)
-        arr[i] = p
-        arr[i + 1] = shadow[slot]
+        j = 2 * (slot % PAIR_BLOCK)
+        arr[j] = latencies[2 * i]
+        arr[j + 1] = latencies[2 * i + 1]
     conn.executemany(
         "INSERT OR REPLACE INTO latency_pair_blocks VALUES (?, ?, ?)",
         [(route, block, _pack(arr)) for block, arr in blocks.items()],
@@ -99,11 +98,11 @@ def migrate_v1(conn: sqlite3.Connection) -> None:
     """Schema 1 kept one row per pair in `latency_pairs`: move them into blocks.
     The caller holds the transaction."""
     rows = conn.execute("SELECT route, slot, primary_s, shadow_s FROM latency_pairs").fetchall()
-    by_route: dict[str, tuple[dict[int, float], dict[int, float]]] = {}
+    by_route: dict[str, tuple[array[int], array[float]]] = {}
     for route, slot, p, s in rows:
-        primary, shadow = by_route.setdefault(route, ({}, {}))
-        primary[slot] = p
-        shadow[slot] = s
-    for route, (primary, shadow) in by_route.items():
-        write_pairs(conn, route, primary, shadow)
+        slots, latencies = by_route.setdefault(route, (array("q"), array("d")))
+        slots.append(slot)
+        latencies.extend((p, s))
+    for route, (slots, latencies) in by_route.items():
+        write_pairs(conn, route, slots, latencies)
     conn.execute("DROP TABLE latency_pairs")

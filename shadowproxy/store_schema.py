@@ -153,8 +153,8 @@ def write_delta(conn: sqlite3.Connection, delta: Delta) -> None:
                 " ON CONFLICT DO UPDATE SET sum_s = sum_s + excluded.sum_s",
                 (route, side, h.sum_s),
             )
-        if d.pair_primary:
-            store_pairs.write_pairs(conn, route, d.pair_primary, d.pair_shadow)
+        if d.pair_slots:
+            store_pairs.write_pairs(conn, route, d.pair_slots, d.pair_latencies)
         _write_fields(conn, route, d.fields)
 
 

@@ -2,12 +2,14 @@
 
 import gc
 import sqlite3
+from array import array
 from pathlib import Path
 
 import pytest
 
-from shadowproxy import config
+from shadowproxy import config, store_pairs
 from shadowproxy.store import Store, StoreError
+from shadowproxy.store_delta import MAX_PAIR_WRITES, RouteDelta
 from shadowproxy.store_pairs import PAIR_BLOCK
 from shadowproxy.store_read import read_evidence
 from shadowproxy.store_schema import _DDL
@@ -111,3 +113,35 @@ def test_recording_pairs_leaves_nothing_for_the_cycle_collector(tmp_path: Path) 
     assert grown < 50, f"{grown} objects for the collector after 1,999 pairs"
     store.flush()
     store.close()
+
+
+def test_a_later_write_to_a_slot_replaces_an_earlier_one_in_the_same_batch(tmp_path: Path) -> None:
+    conn = sqlite3.connect(str(tmp_path / "p.db"))
+    conn.executescript(store_pairs.DDL)
+    store_pairs.write_pairs(conn, "user", array("q", [3, 5, 3]), array("d", [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    assert store_pairs.read_pairs(conn, "user") == ((5.0, 6.0), (3.0, 4.0))
+
+
+def test_a_batch_that_keeps_growing_keeps_only_the_last_write_per_slot() -> None:
+    # The writer adds up the batches it failed to write: the writes must stay bounded.
+    older, newer = RouteDelta(), RouteDelta()
+    half = MAX_PAIR_WRITES // 2 + 1
+    for i in range(half):
+        older.add_pair(i % 10, float(i), -float(i))
+        newer.add_pair(i % 7, float(half + i), -float(half + i))
+    older.add(newer)
+    assert len(older.pair_slots) == 10
+    # Write j of the two, in order, put (j, -j) in its slot.
+    last = {slot: j for j, slot in enumerate([*[i % 10 for i in range(half)], *[i % 7 for i in range(half)]])}
+    latencies = older.pair_latencies
+    written = dict(zip(older.pair_slots, zip(latencies[0::2], latencies[1::2], strict=True), strict=True))
+    assert written == {slot: (float(i), -float(i)) for slot, i in last.items()}
+
+
+def test_the_batch_of_a_writer_that_is_behind_stays_bounded() -> None:
+    d = RouteDelta()
+    for i in range(3 * MAX_PAIR_WRITES):
+        d.add_pair(i % 50, float(i), 0.0)
+    assert len(d.pair_slots) <= MAX_PAIR_WRITES + 1
+    written = dict(zip(d.pair_slots, d.pair_latencies[0::2], strict=True))
+    assert written == {slot: float(3 * MAX_PAIR_WRITES - 50 + slot) for slot in range(50)}
