@@ -21,7 +21,16 @@ from deepdiff import DeepDiff
 
 from shadowproxy import decode, jsondiff
 from shadowproxy.config import CompareRules
-from shadowproxy.exchange import BodyMode, Comparison, DiffKind, FieldDiff, Headers, Part, UpstreamResult
+from shadowproxy.exchange import (
+    HOP_BY_HOP,
+    BodyMode,
+    Comparison,
+    DiffKind,
+    FieldDiff,
+    Headers,
+    Part,
+    UpstreamResult,
+)
 from shadowproxy.jsondiff import BodyRules
 from shadowproxy.value import Value
 
@@ -59,9 +68,6 @@ _LISTS: Final = frozenset(
         "access-control-allow-headers",
         "access-control-expose-headers",
     }
-)
-_HOP_BY_HOP: Final = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
 _AROUND_SEPARATORS = re.compile(r"\s*([,;=])\s*")
 
@@ -104,7 +110,7 @@ def _compile(rules: CompareRules) -> _Compiled:
     return _Compiled(
         body=body,
         headers=None if "*" in wanted else frozenset(wanted - ignored),
-        ignored_headers=ignored | _HOP_BY_HOP,
+        ignored_headers=ignored | HOP_BY_HOP,
         max_diff_bytes=max(rules.max_diff_bytes, 0),
         names={},
     )

@@ -14,6 +14,22 @@ from shadowproxy.value import Value
 # Raw header pairs in wire order; repeated names (Set-Cookie) stay repeated.
 Headers = tuple[tuple[str, str], ...]
 
+# RFC 9110 7.6.1: meaningful for one connection only, so never forwarded, and never compared.
+HOP_BY_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
 Backend = Literal["primary", "shadow", "secondary"]
 ErrorKind = Literal["timeout", "error"]
 SkipReason = Literal[

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 from shadowproxy import config
-from shadowproxy.exchange import ErrorKind, Headers, RequestSnapshot, SkipReason, UpstreamResult
+from shadowproxy.exchange import HOP_BY_HOP, ErrorKind, Headers, RequestSnapshot, SkipReason, UpstreamResult
 from shadowproxy.recording import Recorder
 from shadowproxy.routes import Router
 from shadowproxy.shadow import ShadowDispatcher, Shadowed, ShadowPolicy
-from shadowproxy.transport import HOP_BY_HOP, classify, strip_hop_by_hop
+from shadowproxy.transport import classify, strip_hop_by_hop
 
 log: Final = logging.getLogger("shadowproxy.proxy")
 

@@ -16,7 +16,7 @@ import aiohttp
 from yarl import URL
 
 from shadowproxy import config
-from shadowproxy.exchange import Backend, ErrorKind, Headers, RequestSnapshot, UpstreamResult
+from shadowproxy.exchange import HOP_BY_HOP, Backend, ErrorKind, Headers, RequestSnapshot, UpstreamResult
 from shadowproxy.fast.conn import UpstreamError
 from shadowproxy.memo import Memo
 
@@ -24,21 +24,6 @@ from shadowproxy.memo import Memo
 # for "fetch() it instead".
 Done = Callable[[UpstreamResult | None], None]
 
-# RFC 9110 7.6.1: meaningful for one connection only, never forwarded.
-HOP_BY_HOP: Final = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
 # aiohttp's client adds these unless told not to; a transparent proxy adds nothing.
 SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 

@@ -11,7 +11,7 @@ import pytest
 
 from shadowproxy import compare as cmp
 from shadowproxy.config import CompareRules, Normalize, Tolerance, Unordered
-from shadowproxy.exchange import Comparison, DiffKind, FieldDiff, UpstreamResult
+from shadowproxy.exchange import HOP_BY_HOP, Comparison, DiffKind, FieldDiff, UpstreamResult
 
 R = CompareRules()
 JSON = "application/json"
@@ -657,3 +657,14 @@ def test_equal_answers_match_like_a_fresh_comparison() -> None:
     assert cmp.compare(p, p, R) == Comparison.equal("identical")
     big = cmp.compare(res(DOC_BYTES, truncated=True), res(DOC_BYTES, truncated=True), R)
     assert big == Comparison(match=True, body_mode="hash_only", hashed_only=True)
+
+
+def test_hop_by_hop_headers_are_never_compared_even_when_every_header_is() -> None:
+    # They describe each backend's connection to us, not the answer.
+    every = CompareRules(headers=("*",))
+    for name in HOP_BY_HOP:
+        p = res(DOC_BYTES, headers=((name.title(), "a"),))
+        assert cmp.compare(p, res(DOC_BYTES, headers=((name, "b"),)), every).match, name
+    assert not cmp.compare(
+        res(DOC_BYTES, headers=(("X-Build", "1"),)), res(DOC_BYTES, headers=(("X-Build", "2"),)), every
+    ).match

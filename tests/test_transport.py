@@ -1,7 +1,8 @@
 """strip_hop_by_hop: the hop-by-hop headers and whatever Connection names are dropped, with
 any `drop` set, also past the bound of the values it remembers."""
 
-from shadowproxy.transport import HOP_BY_HOP, strip_hop_by_hop
+from shadowproxy.exchange import HOP_BY_HOP
+from shadowproxy.transport import strip_hop_by_hop
 
 
 def test_hop_by_hop_and_connection_named_headers_are_dropped_in_order() -> None:

@@ -10,7 +10,6 @@ import asyncio
 import pytest
 
 from shadowproxy.fast import conn
-from shadowproxy.transport import HOP_BY_HOP
 from tests.conftest import make_config
 
 NGINX = (
@@ -143,11 +142,6 @@ async def test_a_chunked_head_is_reframed_not_forwarded(raw_upstream, make_upstr
         head, _, body = raw.partition(b"\r\n\r\n")
         # The fast engine sends the whole body with a length, aiohttp's re-chunks it.
         assert body == b"ok" and b"X-Request-Id: req-%d" % i in head.split(b"\r\n")
-
-
-def test_the_names_that_stop_a_verbatim_head_are_the_hop_by_hop_ones_and_the_request_id():
-    names = {n.encode() for n in HOP_BY_HOP - {"connection"}} | {b"x-request-id"}
-    assert names == conn._NOT_VERBATIM
 
 
 def test_the_notable_lengths_are_those_of_the_names_that_matter():

@@ -15,31 +15,17 @@ from typing import Final, Protocol, cast
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-from shadowproxy.exchange import ErrorKind
+from shadowproxy.exchange import HOP_BY_HOP, ErrorKind
 from shadowproxy.fast.body import BodyStream
 
 CLOSED = "upstream closed the connection"
 CUT = "upstream body was cut short or malformed"
 
 # Header names (lower case) after which a response head cannot go to the client as it came:
-# hop-by-hop ones (transport.HOP_BY_HOP, which imports this module, so a copy that
-# tests/test_verbatim_head.py holds to it; `Connection: keep-alive` alone is cut out
-# instead) and an X-Request-Id of the upstream's own (the handler adds ours only when there
-# is none).
-_NOT_VERBATIM: Final = frozenset(
-    {
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"x-request-id",
-    }
-)
+# hop-by-hop ones (`Connection: keep-alive` alone is cut out instead) and an X-Request-Id of
+# the upstream's own (the handler adds ours only when there is none). Bytes, as the parser
+# gives them.
+_NOT_VERBATIM: Final = frozenset({n.encode() for n in HOP_BY_HOP - {"connection"}} | {b"x-request-id"})
 _KEEPALIVE_LINE: Final = b"Connection: keep-alive\r\n"
 # The lengths of _NOT_VERBATIM's names, Content-Length's and Connection's, spelt out: compiled,
 # `in` a literal tuple is a few integer comparisons (a frozenset would hash each length), and
