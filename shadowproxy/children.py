@@ -42,7 +42,7 @@ def _background(target: Callable[..., None], *args: Any) -> None:
     store's writer ran 1.4-2.4 ms at a stretch twice a second, beside the slowest requests,
     and at nice 10 it still held the proxy's core for 2.4 ms (perf's scheduler switch
     events): a woken task need not preempt a niced one. A SCHED_IDLE task it must, and it
-    runs on what the proxy and the backends leave (the writer needs under 1 % of a core at
+    runs on what the proxy and the backends leave (the writer needs about 1 % of a core at
     6,000 req/s; the comparison worker sheds pairs when it falls behind)."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

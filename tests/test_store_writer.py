@@ -61,7 +61,7 @@ def test_the_writer_runs_at_a_lower_cpu_priority_than_the_proxy(db: str) -> None
     s.start()
     try:
         s.record_request("user")
-        s.flush()  # the writer has answered: it runs its own code, nice and all
+        s.flush()  # the writer has answered: its own code, which sets its priority first, runs
         (writer,) = writers()
         pid = writer.pid or 0
         if hasattr(os, "SCHED_IDLE"):
