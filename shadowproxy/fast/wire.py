@@ -100,11 +100,11 @@ class Writer:
         """A whole response whose head came from the upstream fit to forward (the
         handler's verbatim path): `head` as is (its header lines, no blank line), then
         `line` (a header line of the handler's), then the body; False, with nothing
-        written, when this exchange needs a framing or Connection line of ours, or no body.
+        written, when this exchange needs a framing or Connection line of ours, or must
+        carry no body (HEAD, 1xx, 204, 304).
         For header lines in the usual `Name: value` form these are the bytes `respond`
         would write; others reach the client as the upstream spelt them."""
-        keep = req.keep_alive and not self._stopping and not req.upgrade
-        if req.version != "1.1" or not keep or _bodiless(req, status):
+        if req.version != "1.1" or not self._keeps_alive(req) or _bodiless(req, status):
             return False
         self._chunked = False
         self.raw_write(b"".join((head, line, b"\r\n", body)))
@@ -158,6 +158,11 @@ class Writer:
                 % (status, _phrase(status).encode(), len(body), body)
             )
 
+    def _keeps_alive(self, req: Request) -> bool:
+        """Whether the connection may stay open after this response, as far as the request
+        and a drain in progress say (a body with no length may still end it)."""
+        return req.keep_alive and not self._stopping and not req.upgrade
+
     def reusable(self, req: Request) -> bool:
         return req.keep_alive and not self._close_after and not self.lost
 
@@ -176,7 +181,7 @@ class Writer:
         self._chunked = False
         start = f"HTTP/{req.version} {status} {reason or _phrase(status)}\r\n"
         lines, has_length = head_lines(start, headers)
-        keep = req.keep_alive and not self._stopping and not req.upgrade
+        keep = self._keeps_alive(req)
         if not has_length and not _bodiless(req, status):
             if length is not None:
                 lines.append(f"Content-Length: {length}\r\n")
