@@ -42,7 +42,9 @@ it counts twice); PSS = the group's proportional set size at the end of the row,
 once; loop stalls = ticks of the proxy's 10 ms event-loop timer more than 2 ms late during the row,
 per second; pairs compared = the proxy's comparisons over its client requests during the row (both
 from its /metrics): under 100 % when it skipped shadows (saturated, compare_busy) or they failed,
-so that row's req/s are those of less work.
+so that row's req/s are those of less work. idle CPUs = the machine's idle time during the row
+(/proc/stat, every process counted), in CPUs: near 0, wrk, the upstreams and the proxy shared
+saturated cores, and the row's latencies include waiting for one.
 Ratios compare with nginx-mirror and direct at the same body and connections."""
 
 PACED_HOW = """\
@@ -76,7 +78,7 @@ def markdown(machine: dict[str, Any], params: Params, results: Results, targets:
         f"connections {', '.join(map(str, params.connections))}"
         + (
             f"; {params.repeat} rounds, each starting every scenario afresh, in turn: a row is the "
-            "round with the median req/s, and `req/s range` the spread over the rounds."
+            "round with the median req/s, and `req/s range` and `p99 range` the spread over the rounds."
             if params.repeat > 1
             else "."
         ),
@@ -111,9 +113,11 @@ def json_document(machine: dict[str, Any], params: Params, results: Results, tar
                 "rps_range": list(m.rps_range) if m.rps_range else None,
                 "p50_ms": w.p50_ms if w else None,
                 "p99_ms": w.p99_ms if w else None,
+                "p99_range_ms": list(m.p99_range) if m.p99_range else None,
                 "socket_errors": w.socket_errors if w else None,
                 "non_2xx": w.non_2xx if w else None,
                 "proxy_cpu_us_per_request": m.cpu_us_per_request,
+                "idle_cpus": m.idle_cpus,
                 "proxy_peak_rss_kib": m.peak_rss_kib,
                 "proxy_pss_kib": m.pss_kib,
                 "loop_stalls_per_s": m.loop_stalls_per_s,

@@ -81,6 +81,33 @@ def _group_sum(pgrp: int, file: str, name: str) -> int:
     return total
 
 
+@dataclass(frozen=True, slots=True)
+class MachineCpu:
+    """The machine's CPU time so far, all CPUs together, in clock ticks (/proc/stat)."""
+
+    idle_ticks: int  # idle and iowait: time no process wanted the CPU
+    total_ticks: int  # every state, steal included
+
+
+def parse_machine_cpu(text: str) -> MachineCpu:
+    """The first line of /proc/stat: `cpu  user nice system idle iowait irq softirq steal ...`.
+    guest and guest_nice are already inside user and nice, so they are left out of the sum."""
+    fields = [int(f) for f in text.split("\n", 1)[0].split()[1:]]
+    return MachineCpu(idle_ticks=fields[3] + fields[4], total_ticks=sum(fields[:8]))
+
+
+def machine_cpu() -> MachineCpu:
+    return parse_machine_cpu((PROC / "stat").read_text())
+
+
+def idle_cpus(before: MachineCpu, after: MachineCpu) -> float | None:
+    """How many CPUs stood idle on average between two readings (0.0 to the CPU count)."""
+    total = after.total_ticks - before.total_ticks
+    if total <= 0:
+        return None
+    return (after.idle_ticks - before.idle_ticks) / total * (os.cpu_count() or 1)
+
+
 def listening_sockets(port: int) -> int:
     """How many sockets listen on 127.0.0.1:port: one per worker under SO_REUSEPORT."""
     wanted = f"0100007F:{port:04X}"

@@ -18,8 +18,11 @@ class Measurement:
     cpu_us_per_request: float | None = None
     peak_rss_kib: int | None = None
     error: str | None = None
-    # With --repeat: the lowest and highest req/s over the rounds (this row is the median one).
+    # With --repeat: the lowest and highest req/s over the rounds (this row is the median one),
+    # and the lowest and highest p99: on a shared 2-CPU machine a p99 moves by half between
+    # rounds, so a comparison of two p99s means little without them.
     rps_range: tuple[float, float] | None = None
+    p99_range: tuple[float, float] | None = None
     # The proxy's event loop late by more than 2 ms, per second of the run, and the share of
     # its client requests whose shadow answer it compared (bench/proxymetrics.py).
     loop_stalls_per_s: float | None = None
@@ -28,6 +31,10 @@ class Measurement:
     pss_kib: int | None = None
     # Requests per second of a paced row (bench/paced.py); None for wrk's closed loop.
     rate: int | None = None
+    # The machine's idle CPU time over the row, in CPUs (0.3: on average, 0.3 of a CPU was
+    # idle): near 0, every process of the row (wrk, the upstreams, the proxy) competed for
+    # the cores, and a second worker has none free to scale into.
+    idle_cpus: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -46,7 +53,10 @@ def median_of(rounds: list[Measurement]) -> Measurement:
         return by_p50[(len(by_p50) - 1) // 2]
     ranked = sorted(rounds, key=lambda m: m.wrk.rps if m.wrk else 0.0)
     rps = [m.wrk.rps for m in ranked if m.wrk]
-    return dataclasses.replace(ranked[(len(ranked) - 1) // 2], rps_range=(rps[0], rps[-1]))
+    p99 = sorted(m.wrk.p99_ms for m in ranked if m.wrk)
+    return dataclasses.replace(
+        ranked[(len(ranked) - 1) // 2], rps_range=(rps[0], rps[-1]), p99_range=(p99[0], p99[-1])
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +115,9 @@ COLUMNS = (
     "req/s range",
     "p50 ms",
     "p99 ms",
+    "p99 range",
     "proxy CPU µs/req",
+    "idle CPUs",
     "proxy peak RSS MiB",
     "proxy PSS MiB",
     "loop stalls >2 ms /s",
@@ -136,7 +148,9 @@ def cells(row: Row) -> list[str]:
         "—" if m.rps_range is None or not w else f"{m.rps_range[0]:,.0f} to {m.rps_range[1]:,.0f}",
         _num(w.p50_ms if w else None, ".2f"),
         _num(w.p99_ms if w else None, ".2f"),
+        "—" if m.p99_range is None or not w else f"{m.p99_range[0]:.2f} to {m.p99_range[1]:.2f}",
         _num(m.cpu_us_per_request if w else None, ".0f"),
+        _num(m.idle_cpus if w else None, ".2f"),
         _num(rss_mib if w else None, ".1f"),
         _num(pss_mib if w else None, ".1f"),
         _num(m.loop_stalls_per_s if w else None, ".1f"),

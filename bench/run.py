@@ -210,12 +210,14 @@ class Bench:
 
     def _measure(self, target: Server, group: int | None, run: Run) -> Measurement:
         cpu_before = procstat.group_cpu_s(group) if group else 0.0
+        machine_before = procstat.machine_cpu()
         before = proxymetrics.scrape(target.admin_url) if target.admin_url else None
         url, duration_s = target.url + bodies.PATHS[run.body], self.params.duration_s
         if run.rate is None:
             result = wrk.run(url, run.connections, duration_s)
         else:
             result = paced.run(url, run.rate, duration_s)
+        idle = procstat.idle_cpus(machine_before, procstat.machine_cpu())
         after = proxymetrics.scrape(target.admin_url) if target.admin_url else None
         stalls = compared = None
         if before is not None and after is not None:
@@ -247,6 +249,7 @@ class Bench:
             compared_share=compared,
             pss_kib=pss_kib,
             rate=run.rate,
+            idle_cpus=idle,
         )
 
 

@@ -19,7 +19,7 @@ from bench.output import Params, json_document, machine_lines, markdown
 from bench.results import COLUMNS, PACED_COLUMNS, Measurement, Results, markdown_table, median_of, paced_table
 from bench.run import parse_args
 from bench.servers import REPO, render
-from bench.targets import evaluate
+from bench.targets import Target, evaluate
 from shadowproxy import config
 from shadowproxy.exchange import Comparison, Exchange, FieldDiff, RequestSnapshot, UpstreamResult
 from shadowproxy.metrics import Metrics
@@ -152,6 +152,23 @@ def test_proc_memory_lines_read_as_kib_and_kernel_threads_have_none():
     assert procstat.field_kib("Rss:   1708 kB\nPss:    810 kB\nPss_Dirty:  116 kB\n", "Pss") == 810
 
 
+def test_machine_cpu_counts_idle_and_iowait_as_idle_and_leaves_guest_time_out():
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    text = "cpu  100 5 50 800 20 0 10 15 40 0\ncpu0 50 2 25 400 10 0 5 8 20 0\n"
+    assert procstat.parse_machine_cpu(text) == procstat.MachineCpu(idle_ticks=820, total_ticks=1000)
+    before, after = procstat.MachineCpu(0, 0), procstat.MachineCpu(idle_ticks=250, total_ticks=1000)
+    assert procstat.idle_cpus(before, after) == pytest.approx(0.25 * (os.cpu_count() or 1))
+    assert procstat.idle_cpus(after, after) is None  # no time passed: nothing to say
+
+
+def test_machine_idle_cpus_from_the_real_proc_stat_stay_within_the_cpu_count():
+    before = after = procstat.machine_cpu()
+    while after.total_ticks == before.total_ticks:  # the kernel counts in ticks of 10 ms
+        after = procstat.machine_cpu()
+    idle = procstat.idle_cpus(before, after)
+    assert idle is not None and 0.0 <= idle <= (os.cpu_count() or 1)
+
+
 def test_proc_readers_see_this_process_and_a_real_listening_socket():
     assert procstat.group_peak_rss_kib(os.getpgrp()) >= procstat.group_pss_kib(os.getpgrp()) > 0
     assert procstat.group_cpu_s(os.getpgrp()) > 0
@@ -242,6 +259,7 @@ def _results() -> Results:
                 loop_stalls_per_s=2.25,
                 compared_share=0.996,
                 pss_kib=30_000,
+                idle_cpus=0.08,
             ),
             _m("shadowproxy-mismatch", 5_000, 1.20, 2.50),
             _m("shadowproxy-hanging-shadow", 7_600, 1.00, 2.50, rss=50_000),
@@ -268,21 +286,25 @@ def test_markdown_table_has_one_cell_per_column_and_one_line_per_failure():
     assert len(lines) == 2 + 8
     assert all(line.count("|") == len(COLUMNS) + 1 for line in lines)
     eq8 = next(line for line in lines if line.startswith("| shadowproxy-equal | 1k | 8 |"))
-    assert "| 7,700 | — | 1.00 | 1.90 | 250 | 39.1 | 29.3 | 2.2 | 100 | 1.10 | 0.11 | +0.92 |" in eq8
+    assert "| 7,700 | — | 1.00 | 1.90 | — | 250 | 0.08 | 39.1 | 29.3 | 2.2 | 100 | 1.10 | 0.11 | +0.92 |" in (
+        eq8
+    )
     slow = next(line for line in lines if "slow-shadow" in line)
     assert "FAILED: proxy did not start / log tail |" in slow and "more" not in slow
-    assert slow.count("—") == 12  # every number, none invented
+    assert slow.count("—") == 14  # every number, none invented
 
 
 def test_repeated_rounds_report_the_median_round_whole_and_the_spread():
-    rounds = [_m("shadowproxy-equal", rps, 2.0, 5.0) for rps in (3000.0, 4200.0, 3600.0)]
+    runs = ((3000.0, 5.0), (4200.0, 4.0), (3600.0, 7.5))
+    rounds = [_m("shadowproxy-equal", rps, 2.0, p99) for rps, p99 in runs]
     rounds[2] = dataclasses.replace(rounds[2], cpu_us_per_request=111.0)
     m = median_of(rounds)
     assert m.wrk is not None and m.wrk.rps == 3600.0
     assert m.cpu_us_per_request == 111.0  # the median round's own numbers, not a mix
     assert m.rps_range == (3000.0, 4200.0)
+    assert m.p99_range == (4.0, 7.5)  # the p99s of all rounds, whichever round had which req/s
     line = markdown_table(Results([m]).rows()).splitlines()[-1]
-    assert "| 3,600 | 3,000 to 4,200 |" in line
+    assert "| 3,600 | 3,000 to 4,200 | 2.00 | 7.50 | 4.00 to 7.50 |" in line
     failed = dataclasses.replace(rounds[0], error="proxy exited")
     assert median_of([rounds[1], failed, rounds[2]]).error == "proxy exited"  # never hidden
 
@@ -337,6 +359,32 @@ def test_targets_pass_miss_and_skip_from_the_numbers():
     assert status("slow-shadow 1k @8 conns primary p99") == "SKIP"
     assert status("workers: 2") == "SKIP"
     assert all(t.line().startswith(t.status + "  ") for t in by_name.values())
+
+
+def test_w2_scaling_is_judged_only_when_the_one_worker_row_left_a_cpu_free():
+    def w2_target(idle: float | None) -> Target:
+        one = dataclasses.replace(_m("shadowproxy-equal", 7_000, 1.0, 2.0), idle_cpus=idle)
+        two = _m("shadowproxy-equal-w2", 8_000, 1.0, 2.0)
+        (hit,) = [t for t in evaluate(Results([one, two]), (8,)) if t.name.startswith("workers: 2")]
+        return hit
+
+    busy = w2_target(0.04)
+    assert busy.status == "SKIP"
+    assert "0.04 CPUs idle" in busy.detail and "measured 1.14 (8,000 vs 7,000 req/s)" in busy.detail
+    assert w2_target(1.3).status == "MISS"  # a free core, and 1.14 < 1.5: judged
+    assert w2_target(None).status == "MISS"  # idle time unknown (an older run): judged as before
+
+
+def test_p99_targets_show_both_rows_spread_over_the_rounds():
+    eq = dataclasses.replace(_m("shadowproxy-equal", 7_700, 1.0, 1.96), p99_range=(0.92, 1.96))
+    mirror = dataclasses.replace(_m("nginx-mirror", 7_000, 1.1, 1.17), p99_range=(1.17, 1.29))
+    (hit,) = [t for t in evaluate(Results([eq, mirror]), (8,)) if "p99 <= nginx-mirror" in t.name]
+    assert hit.line() == (
+        "MISS  shadowproxy-equal 1k @8 conns p99 <= nginx-mirror's: "
+        "1.96 ms vs 1.17 ms; over the rounds 0.92 to 1.96 vs 1.17 to 1.29"
+    )
+    single = [t for t in evaluate(_results(), (1, 8)) if "p99 <= nginx-mirror" in t.name]
+    assert single[0].detail == "1.90 ms vs 2.00 ms"  # one round: no spread to show
 
 
 # A callgrind dump as `callgrind_control -d` leaves it with --separate-threads=yes, cut short.
