@@ -113,7 +113,7 @@ def json_document(machine: dict[str, Any], params: Params, results: Results, tar
                 "rps_range": list(m.rps_range) if m.rps_range else None,
                 "p50_ms": w.p50_ms if w else None,
                 "p99_ms": w.p99_ms if w else None,
-                "p99_range_ms": list(m.p99_range) if m.p99_range else None,
+                "p99_rounds_ms": list(m.p99_rounds),
                 "socket_errors": w.socket_errors if w else None,
                 "non_2xx": w.non_2xx if w else None,
                 "proxy_cpu_us_per_request": m.cpu_us_per_request,

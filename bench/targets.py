@@ -75,24 +75,25 @@ def _vs_mirror_rps(r: Results, c: int) -> Target:
 
 def _vs_mirror_p99(r: Results, c: int) -> Target:
     name = f"{EQUAL} {BODY} @{c} conns p99 <= {MIRROR}'s"
-    pair = _pair(r, EQUAL, MIRROR, c)
+    pair = _p99_pair(r, EQUAL, MIRROR, c)
     if isinstance(pair, str):
         return Target(name, None, pair)
-    eq, mi = pair
-    detail = f"{eq.p99_ms:.2f} ms vs {mi.p99_ms:.2f} ms" + _p99_spread(r, (EQUAL, MIRROR), c)
-    return Target(name, eq.p99_ms <= mi.p99_ms, detail)
+    eq, mi, detail = pair
+    return Target(name, eq <= mi, detail)
 
 
-def _p99_spread(r: Results, scenarios: tuple[str, str], c: int) -> str:
-    """Each row's p99 over the rounds, when there were several: a p99 is the noisiest number
-    of a row, and a reader should see whether a MISS is inside that noise."""
-    spans = []
-    for scenario in scenarios:
-        m = r.measurement(scenario, BODY, c)
-        if m is None or m.p99_range is None:
-            return ""
-        spans.append(f"{m.p99_range[0]:.2f} to {m.p99_range[1]:.2f}")
-    return "; over the rounds " + " vs ".join(spans)
+def _p99_pair(r: Results, a: str, b: str, c: int) -> tuple[float, float, str] | str:
+    """Both rows' p99 as judged (the median over the rounds) and how to say it, or why the
+    target cannot be judged. Every round's p99 is printed: a p99 is the noisiest number of a
+    row, and a reader should see whether a MISS is inside that noise."""
+    ma, mb = r.measurement(a, BODY, c), r.measurement(b, BODY, c)
+    if ma is None or mb is None or ma.median_p99_ms is None or mb.median_p99_ms is None:
+        return "not measured (" + ", ".join(n for n, m in ((a, ma), (b, mb)) if m is None) + ")"
+    pa, pb = ma.median_p99_ms, mb.median_p99_ms
+    if len(ma.p99_rounds) > 1 and len(mb.p99_rounds) > 1:
+        rounds = " vs ".join(", ".join(f"{p:.2f}" for p in m.p99_rounds) for m in (ma, mb))
+        return pa, pb, f"median over the rounds {pa:.2f} ms vs {pb:.2f} ms (rounds {rounds})"
+    return pa, pb, f"{pa:.2f} ms vs {pb:.2f} ms"
 
 
 def _added_p50(r: Results, c: int) -> Target:
@@ -119,13 +120,12 @@ def _mismatch_share(r: Results, c: int) -> Target:
 
 def _p99_change(r: Results, scenario: str, c: int) -> Target:
     name = f"{scenario} {BODY} @{c} conns primary p99 within +{MAX_P99_CHANGE:.0%} of {EQUAL}"
-    pair = _pair(r, scenario, EQUAL, c)
+    pair = _p99_pair(r, scenario, EQUAL, c)
     if isinstance(pair, str):
         return Target(name, None, pair)
-    s, eq = pair
-    change = s.p99_ms / eq.p99_ms - 1.0
-    detail = f"{change:+.0%} ({s.p99_ms:.2f} vs {eq.p99_ms:.2f} ms{_p99_spread(r, (scenario, EQUAL), c)})"
-    return Target(name, change <= MAX_P99_CHANGE, detail)
+    s, eq, detail = pair
+    change = s / eq - 1.0
+    return Target(name, change <= MAX_P99_CHANGE, f"{change:+.0%}: {detail}")
 
 
 def _rss_flat(r: Results, scenario: str, c: int) -> Target:

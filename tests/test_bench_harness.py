@@ -302,7 +302,8 @@ def test_repeated_rounds_report_the_median_round_whole_and_the_spread():
     assert m.wrk is not None and m.wrk.rps == 3600.0
     assert m.cpu_us_per_request == 111.0  # the median round's own numbers, not a mix
     assert m.rps_range == (3000.0, 4200.0)
-    assert m.p99_range == (4.0, 7.5)  # the p99s of all rounds, whichever round had which req/s
+    assert m.p99_rounds == (4.0, 5.0, 7.5)  # every round's, whichever round had which req/s
+    assert m.median_p99_ms == 5.0 and m.wrk.p99_ms == 7.5  # a p99 target judges the median
     line = markdown_table(Results([m]).rows()).splitlines()[-1]
     assert "| 3,600 | 3,000 to 4,200 | 2.00 | 7.50 | 4.00 to 7.50 |" in line
     failed = dataclasses.replace(rounds[0], error="proxy exited")
@@ -375,16 +376,25 @@ def test_w2_scaling_is_judged_only_when_the_one_worker_row_left_a_cpu_free():
     assert w2_target(None).status == "MISS"  # idle time unknown (an older run): judged as before
 
 
-def test_p99_targets_show_both_rows_spread_over_the_rounds():
-    eq = dataclasses.replace(_m("shadowproxy-equal", 7_700, 1.0, 1.96), p99_range=(0.92, 1.96))
-    mirror = dataclasses.replace(_m("nginx-mirror", 7_000, 1.1, 1.17), p99_range=(1.17, 1.29))
-    (hit,) = [t for t in evaluate(Results([eq, mirror]), (8,)) if "p99 <= nginx-mirror" in t.name]
-    assert hit.line() == (
-        "MISS  shadowproxy-equal 1k @8 conns p99 <= nginx-mirror's: "
-        "1.96 ms vs 1.17 ms; over the rounds 0.92 to 1.96 vs 1.17 to 1.29"
+def test_p99_targets_judge_the_median_round_p99_and_print_every_round():
+    # The median-req/s rounds had 1.96 and 1.17 ms; the p99s of the three rounds say otherwise.
+    eq = dataclasses.replace(_m("shadowproxy-equal", 7_700, 1.0, 1.96), p99_rounds=(0.92, 1.05, 1.96))
+    mirror = dataclasses.replace(_m("nginx-mirror", 7_000, 1.1, 1.17), p99_rounds=(1.17, 1.21, 1.29))
+    hanging = dataclasses.replace(
+        _m("shadowproxy-hanging-shadow", 7_600, 1.0, 1.0), p99_rounds=(1.0, 1.2, 1.3)
+    )
+    targets = {t.name: t for t in evaluate(Results([eq, mirror, hanging]), (8,))}
+    (vs_mirror,) = [t for n, t in targets.items() if "p99 <= nginx-mirror" in n]
+    assert vs_mirror.line() == (
+        "PASS  shadowproxy-equal 1k @8 conns p99 <= nginx-mirror's: median over the rounds "
+        "1.05 ms vs 1.21 ms (rounds 0.92, 1.05, 1.96 vs 1.17, 1.21, 1.29)"
+    )
+    (change,) = [t for n, t in targets.items() if "hanging-shadow 1k @8 conns primary p99" in n]
+    assert change.status == "MISS" and change.detail.startswith(
+        "+14%: median over the rounds 1.20 ms vs 1.05"
     )
     single = [t for t in evaluate(_results(), (1, 8)) if "p99 <= nginx-mirror" in t.name]
-    assert single[0].detail == "1.90 ms vs 2.00 ms"  # one round: no spread to show
+    assert single[0].detail == "1.90 ms vs 2.00 ms"  # one round: its p99, nothing more to show
 
 
 # A callgrind dump as `callgrind_control -d` leaves it with --separate-threads=yes, cut short.
