@@ -19,8 +19,8 @@ class Measurement:
     peak_rss_kib: int | None = None
     error: str | None = None
     # With --repeat: the lowest and highest req/s over the rounds (this row is the median one),
-    # and every round's p99, lowest first: on a shared 2-CPU machine a p99 moves by half
-    # between rounds, independently of which round had the median req/s.
+    # and every round's p99, lowest first: on a shared 2-CPU machine one row's p99 moved by a
+    # factor of two between rounds, whichever round had the median req/s.
     rps_range: tuple[float, float] | None = None
     p99_rounds: tuple[float, ...] = ()
     # The proxy's event loop late by more than 2 ms, per second of the run, and the share of
