@@ -42,8 +42,13 @@ def _pair(r: Results, a: str, b: str, c: int) -> tuple[WrkResult, WrkResult] | s
     """Both scenarios' 1 KB results at c connections, or why the target cannot be judged."""
     x, y = r.get(a, BODY, c), r.get(b, BODY, c)
     if x is None or y is None:
-        return "not measured (" + ", ".join(n for n, v in ((a, x), (b, y)) if v is None) + ")"
+        return _not_measured((a, x), (b, y))
     return x, y
+
+
+def _not_measured(*rows: tuple[str, object]) -> str:
+    """Why a target comparing these (scenario, result or None) rows cannot be judged."""
+    return "not measured (" + ", ".join(n for n, v in rows if v is None) + ")"
 
 
 def evaluate(results: Results, connections: tuple[int, ...]) -> list[Target]:
@@ -87,9 +92,10 @@ def _p99_pair(r: Results, a: str, b: str, c: int) -> tuple[float, float, str] | 
     target cannot be judged. Every round's p99 is printed: a p99 is the noisiest number of a
     row, and a reader should see whether a MISS is inside that noise."""
     ma, mb = r.measurement(a, BODY, c), r.measurement(b, BODY, c)
-    if ma is None or mb is None or ma.median_p99_ms is None or mb.median_p99_ms is None:
-        return "not measured (" + ", ".join(n for n, m in ((a, ma), (b, mb)) if m is None) + ")"
-    pa, pb = ma.median_p99_ms, mb.median_p99_ms
+    pa = ma.median_p99_ms if ma is not None else None
+    pb = mb.median_p99_ms if mb is not None else None
+    if ma is None or mb is None or pa is None or pb is None:
+        return _not_measured((a, ma), (b, mb))
     if len(ma.p99_rounds) > 1 and len(mb.p99_rounds) > 1:
         rounds = " vs ".join(", ".join(f"{p:.2f}" for p in m.p99_rounds) for m in (ma, mb))
         return pa, pb, f"median over the rounds {pa:.2f} ms vs {pb:.2f} ms (rounds {rounds})"
