@@ -138,15 +138,17 @@ class ProxyCore:
         captured: bytes,
         size: int,
         since: float,
+        ended: float | None = None,
     ) -> UpstreamResult:
         """Record the primary's complete answer; the result the shadow side compares with.
-        Its latency counts from `since`: the send, where the engine can tell (fast engine)."""
+        Its latency counts from `since`, the send where the engine can tell (fast engine),
+        to `ended`, when the answer was all in if known, else now."""
         result = UpstreamResult(
             backend="primary",
             status=status,
             headers=headers,
             body=captured,
-            latency_s=time.perf_counter() - since,
+            latency_s=(time.perf_counter() if ended is None else ended) - since,
             body_size=size,
             truncated=size > len(captured),
         )

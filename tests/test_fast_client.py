@@ -195,6 +195,77 @@ async def test_request_bodies_bytes_and_streamed(make_upstream):
     await pool.close()
 
 
+@pytest.mark.parametrize(
+    ("reply", "relayed"),
+    [
+        (OK, b"ok"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", b"ok"),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", b""),
+        # Only the close ends this body: connection_lost, not data_received, completes it.
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", None),
+    ],
+)
+async def test_a_relay_gets_the_answer_that_is_all_in_before_the_awaiting_task_wakes(
+    scripted, reply, relayed
+):
+    url, _ = await scripted(lambda n, head: reply)
+    pool = pool_for(url)
+    returned = False
+    got: list[tuple[int, bytes, bool]] = []
+
+    def relay(resp: Response) -> None:
+        got.append((resp.status, resp.body.take(), returned))
+
+    resp = await pool.request("GET", GET_HEAD, None, 5.0, relay)
+    returned = True
+    if relayed is None:
+        resp.relay = None
+        assert (got, await read_all(resp)) == ([], b"until the end")
+    else:
+        assert got == [(resp.status, relayed, False)]
+    resp.close()
+    await pool.close()
+
+
+async def test_a_body_still_arriving_is_the_callers_once_it_clears_the_relay(make_upstream):
+    go_on = asyncio.Event()
+
+    async def in_two_parts(request: web.Request, up) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.content_length = 6
+        await resp.prepare(request)
+        await resp.write(b"one")
+        await go_on.wait()
+        await resp.write(b"two")
+        return resp
+
+    up = await make_upstream(in_two_parts)
+    pool = pool_for(up.url)
+    relayed: list[bytes] = []
+    arrived = asyncio.Event()
+
+    def relay(resp: Response) -> None:
+        relayed.append(resp.body.take())
+        arrived.set()
+
+    # Taken over: the caller reads the rest, and the relay never runs.
+    resp = await pool.request("GET", GET_HEAD, None, 5.0, relay)
+    assert not resp.body.complete
+    resp.relay = None
+    go_on.set()
+    assert await read_all(resp) == b"onetwo"
+    resp.close()
+    # Left set: the relay takes the body the moment its last byte is in.
+    go_on.clear()
+    resp = await pool.request("GET", GET_HEAD, None, 5.0, relay)
+    assert not resp.body.complete
+    go_on.set()
+    await arrived.wait()
+    assert relayed == [b"onetwo"]
+    resp.close()
+    await pool.close()
+
+
 async def test_the_connection_limit_holds_and_waiters_fail_after_the_connect_timeout(make_upstream):
     active = peak = 0
     release = asyncio.Event()

@@ -15,11 +15,11 @@ from collections import deque
 from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Final, TypeVar
 
-from shadowproxy.fast.conn import Conn, OnEnd, Response, UpstreamError
+from shadowproxy.fast.conn import Conn, OnEnd, Relay, Response, UpstreamError
 from shadowproxy.fast.deadlines import Deadlines, Expirable
 from shadowproxy.fast.head import head_lines
 
-__all__ = ["FAST_ERRORS", "Body", "Pool", "Response", "UpstreamError", "end_head", "request_head"]
+__all__ = ["FAST_ERRORS", "Body", "Pool", "Relay", "Response", "UpstreamError", "end_head", "request_head"]
 
 P = TypeVar("P", bound=asyncio.Protocol)
 Body = bytes | AsyncIterable[bytes] | None
@@ -60,13 +60,21 @@ class Pool:
         self._deadlines = Deadlines(self._loop)
 
     async def request(
-        self, method: str, head: bytes, body: Body = None, timeout_s: float | None = None
+        self,
+        method: str,
+        head: bytes,
+        body: Body = None,
+        timeout_s: float | None = None,
+        relay: Relay | None = None,
     ) -> Response:
         """Send one request, `head` (request_head, or FastUpstream.head) then `body`; return
         once the response head is in (the body may still arrive).
 
         The caller must `close()` the response unless it read the body to the end.
-        `timeout_s` bounds getting a connection, sending and the head.
+        `timeout_s` bounds getting a connection, sending and the head. `relay` (not for a
+        streamed body) is called with the response from the connection's callback the
+        moment the whole answer is in, unless the caller has cleared `Response.relay`
+        first, as it must before it reads the body itself.
         """
         if body is not None and not isinstance(body, bytes):
             # Streamed uploads are rare; the plain context manager bounds every await in them.
@@ -81,6 +89,7 @@ class Pool:
                 async with asyncio.timeout_at(deadline):
                     conn, reused = await self._acquire()
             resp = conn.begin(method == "HEAD")
+            resp.relay = relay
             head_fut = conn.head
             watched = False
             try:

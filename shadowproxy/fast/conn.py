@@ -53,6 +53,11 @@ class UpstreamError(Exception):
 OnEnd = Callable[[UpstreamError | None], None]
 
 
+# Called from the connection's own callback the moment an awaited response has all arrived,
+# before the task awaiting it wakes (see Pool.request).
+Relay = Callable[["Response"], None]
+
+
 class PoolHooks(Protocol):
     def release(self, conn: Conn) -> None: ...
     def lost(self, conn: Conn) -> None: ...
@@ -61,7 +66,7 @@ class PoolHooks(Protocol):
 class Response:
     """Status and headers of an upstream answer; the body arrives in `body`."""
 
-    __slots__ = ("_conn", "body", "headers", "reason", "sent_at", "status", "verbatim_head")
+    __slots__ = ("_conn", "body", "headers", "reason", "relay", "sent_at", "status", "verbatim_head")
 
     def __init__(self, conn: Conn) -> None:
         self._conn: Conn | None = conn
@@ -77,6 +82,8 @@ class Response:
         # keep-alive` (cut out here), no X-Request-Id; without its closing blank line. None
         # when it is not, or did not arrive in one piece: then the headers are re-rendered.
         self.verbatim_head: bytes | None = None
+        # Whoever awaits this response clears it once it takes the body over itself.
+        self.relay: Relay | None = None
 
     def whole(self) -> bytes | None:
         """The whole body if it has all arrived (the common small-response case), else None."""
@@ -210,6 +217,10 @@ class Conn(asyncio.Protocol):
             return
         if first and self._verbatim and self._framed and not self._in_head:
             resp.verbatim_head = self._verbatim_head(data, resp)
+        relay = resp.relay
+        if relay is not None and resp.body.complete:
+            resp.relay = None
+            relay(resp)
 
     def _verbatim_head(self, data: bytes, resp: Response) -> bytes | None:
         """The head of a response that arrived whole in its first chunk, fit for the client

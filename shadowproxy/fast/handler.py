@@ -85,9 +85,14 @@ class FastProxy:
         up = self._primary
         started = time.perf_counter()
         host = req.host
+        relay = _Relay(req, conn, request_id)
         try:
             resp = await up.pool.request(
-                req.method, up.head(req.method, path, query, forwarded, host, data), data, up.cfg.timeout_s
+                req.method,
+                up.head(req.method, path, query, forwarded, host, data),
+                data,
+                up.cfg.timeout_s,
+                relay,
             )
         except FAST_ERRORS as e:
             status, detail, result = self._core.primary_failed(route, req.method, e, started)
@@ -95,21 +100,23 @@ class FastProxy:
             conn.respond(req, status, HTTPStatus(status).phrase, error_headers(request_id), body)
             return status, result
 
-        whole = resp.whole()
+        whole: bytes | None
+        if relay.body is not None:
+            if relay.error is not None:
+                raise relay.error
+            whole = relay.body
+        else:
+            resp.relay = None  # from here on the body is this task's
+            whole = resp.whole()
+            if whole is not None:
+                respond_whole(req, conn, resp, whole, request_id)
         if whole is not None:
-            # The upstream's head as it came, with our request id (client_headers keeps
-            # theirs, and verbatim_head is None when they sent one); else re-rendered.
-            head = resp.verbatim_head
-            if head is None or not conn.respond_as_is(
-                req, resp.status, head, b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n", whole
-            ):
-                conn.respond(req, resp.status, resp.reason, client_headers(resp.headers, request_id), whole)
             size, captured = len(whole), whole[: self._core.capture] if capture else b""
         else:
             headers = client_headers(resp.headers, request_id)
             size, captured = await self._stream(req, conn, resp, headers, route, started, capture)
         result = self._core.primary_answered(
-            route, req.method, resp.status, tuple(resp.headers), captured, size, resp.sent_at
+            route, req.method, resp.status, tuple(resp.headers), captured, size, resp.sent_at, relay.ended
         )
         return resp.status, result
 
@@ -148,3 +155,48 @@ class FastProxy:
         finally:
             resp.close()
         return size, bytes(captured)
+
+
+def respond_whole(req: Request, conn: Connection, resp: Response, whole: bytes, request_id: str) -> None:
+    """The primary's whole answer to the client: the upstream's head as it came, with our
+    request id (client_headers keeps theirs, and verbatim_head is None when they sent one);
+    else re-rendered."""
+    head = resp.verbatim_head
+    if head is None or not conn.respond_as_is(
+        req, resp.status, head, b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n", whole
+    ):
+        conn.respond(req, resp.status, resp.reason, client_headers(resp.headers, request_id), whole)
+
+
+class _Relay:
+    """Writes the primary's answer to the client from the upstream connection's callback,
+    the moment it has all arrived, rather than a loop pass later when the handler's task
+    wakes (behind whatever else that pass runs, such as the shadow's answer compared). The
+    primary's latency then ends there too, as the shadow's already did. Measured with wrk at
+    1 connection, 1 KB, equal shadow, fresh proxies taking turns with the build before
+    (twelve 5 s rows each): p50 and req/s unchanged (128 us, 7,530 against 7,520 req/s),
+    p99 median 252 us against 280 (ranges 229-344 and 236-388); about 2,200 instructions
+    a request more (callgrind). The task still does the bookkeeping; anything else (a body
+    still arriving, a client gone) is left to it as before."""
+
+    __slots__ = ("body", "conn", "ended", "error", "req", "request_id")
+
+    def __init__(self, req: Request, conn: Connection, request_id: str) -> None:
+        self.req = req
+        self.conn = conn
+        self.request_id = request_id
+        self.body: bytes | None = None  # the answer's body, once relayed
+        self.ended: float | None = None  # when it was (the primary's latency ends there)
+        self.error: Exception | None = None
+
+    def __call__(self, resp: Response) -> None:
+        if self.conn.lost:
+            return  # the task finds the client gone, as it would have
+        self.ended = time.perf_counter()
+        self.body = whole = resp.body.take()
+        try:
+            respond_whole(self.req, self.conn, resp, whole, self.request_id)
+        except Exception as e:
+            # Raised in the task, as if it had written the answer itself: a raise here
+            # would land in the upstream connection's data_received instead.
+            self.error = e
