@@ -92,10 +92,11 @@ def _p99_pair(r: Results, a: str, b: str, c: int) -> tuple[float, float, str] | 
     target cannot be judged. Every round's p99 is printed: a p99 is the noisiest number of a
     row, and a reader should see whether a MISS is inside that noise."""
     ma, mb = r.measurement(a, BODY, c), r.measurement(b, BODY, c)
-    pa = ma.median_p99_ms if ma is not None else None
-    pb = mb.median_p99_ms if mb is not None else None
-    if ma is None or mb is None or pa is None or pb is None:
+    if ma is None or mb is None:
         return _not_measured((a, ma), (b, mb))
+    pa, pb = ma.median_p99_ms, mb.median_p99_ms
+    if pa is None or pb is None:  # a measured row always has one; this names which did not
+        return _not_measured((a, pa), (b, pb))
     if len(ma.p99_rounds) > 1 and len(mb.p99_rounds) > 1:
         rounds = " vs ".join(", ".join(f"{p:.2f}" for p in m.p99_rounds) for m in (ma, mb))
         return pa, pb, f"median over the rounds {pa:.2f} ms vs {pb:.2f} ms (rounds {rounds})"

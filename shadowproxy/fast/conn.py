@@ -217,6 +217,8 @@ class Conn(asyncio.Protocol):
             return
         if first and self._verbatim and self._framed and not self._in_head:
             resp.verbatim_head = self._verbatim_head(data, resp)
+        # Here and not in _finish, where on_end is called: the verbatim head the relay writes
+        # is only known once feed_data has returned.
         relay = resp.relay
         if relay is not None and resp.body.complete:
             resp.relay = None
