@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -48,7 +49,12 @@ class Sidecar:
         self.secondary = _secondary(cfg)
         self.metrics = Metrics(registry)
         self.store = Store(
-            cfg.store.path, cfg.store, Redactor(cfg.redact), cfg.rules_for, on_drop=self.metrics.dropped
+            cfg.store.path,
+            cfg.store,
+            Redactor(cfg.redact),
+            cfg.rules_for,
+            on_drop=self.metrics.dropped,
+            judge=functools.partial(evaluate, cfg),
         )
         self.recorder = Recorder(self.metrics, self.store)
         self.tracker = TaskTracker(on_failure=self.metrics.task_failed)
@@ -66,10 +72,12 @@ class Sidecar:
         self._watch = LoopWatch(self.metrics.loop_lag)
         self._housekeeping = TaskTracker(on_failure=self.metrics.task_failed)
 
-    # ---- the live verdict (blocking: SQLite reads and statistics; call it in a thread)
+    # ---- the live verdict (blocking: it waits for the store's writer process, which reads
+    # and judges; call it in a thread)
     def judge(self) -> Decision:
-        evidence = self.store.evidence(routes=[r.name for r in self.cfg.routes], samples=False)
-        decision = evaluate(self.cfg, evidence)
+        decision = self.store.judge([r.name for r in self.cfg.routes])
+        if not isinstance(decision, Decision):  # pragma: no cover - the store runs evaluate
+            raise TypeError(f"the store judged with something other than the gate: {type(decision)}")
         self.metrics.set_verdicts({r.route: VERDICT_VALUES[r.verdict] for r in decision.routes})
         return decision
 

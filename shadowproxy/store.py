@@ -34,7 +34,13 @@ from shadowproxy.store_read import (
 )
 from shadowproxy.store_sample import explain_stored
 from shadowproxy.store_schema import MAX_FIRST_PATHS, StoreError, open_writer
-from shadowproxy.store_writer import MAX_NEW_SAMPLES_PER_BATCH, WriterGone, WriterProcess, Written
+from shadowproxy.store_writer import (
+    MAX_NEW_SAMPLES_PER_BATCH,
+    Judge,
+    LogLine,
+    WriterGone,
+    WriterProcess,
+)
 
 __all__ = ["RouteSummary", "Store", "StoreError"]
 
@@ -62,7 +68,9 @@ class Store:
         max_queued_samples: int = 1000,
         max_queued_bytes: int = 64 * MiB,
         on_drop: Callable[[str], None] | None = None,
+        judge: Judge | None = None,
     ) -> None:
+        """`judge`: what `judge()` runs in the writer process over the stored evidence."""
         self.path = path
         self._cfg = cfg
         self._redactor = redactor
@@ -94,7 +102,7 @@ class Store:
         self._stopping = False
         self._closed = False
         self._writer: threading.Thread | None = None
-        self._child = WriterProcess(path, cfg, redactor, rules_for)
+        self._child = WriterProcess(path, cfg, redactor, rules_for, judge)
         # The writer holds counts it failed to write: ship even an empty batch to retry them.
         self._unwritten = False
         self.internal_errors = 0
@@ -289,6 +297,20 @@ class Store:
         explained = {route: tuple(self._explained(s) for s in ss) for route, ss in ev.samples.items()}
         return dataclasses.replace(ev, samples=explained)
 
+    def judge(self, routes: Sequence[str]) -> object:
+        """The store's `judge` applied to these routes' evidence as written (flush first for
+        the newest counts), in the writer process: in a thread of this one, the statistics
+        held the GIL the event loop needed for tens of milliseconds per refresh (see
+        store_writer). Raises StoreError when there is no judgement; never judges here."""
+        try:
+            reply = self._child.judge(routes)
+        except WriterGone as e:
+            raise StoreError(f"no live verdict: {e}") from None
+        _relay(reply.logs)
+        if reply.result is None:
+            raise StoreError("no live verdict: the store's writer process could not judge (logged above)")
+        return reply.result
+
     def route_summaries(self) -> list[RouteSummary]:
         return read_summaries(self.path)
 
@@ -319,7 +341,8 @@ class Store:
             except Exception as e:
                 log.error("store: writing a batch failed (%s)", type(e).__name__)
             if stopping:
-                _relay(self._child.stop())
+                stopped = self._child.stop()
+                _relay(stopped.logs if stopped is not None else ())
             with self._cond:
                 self._flush_done = target
                 self._cond.notify_all()
@@ -349,12 +372,10 @@ class Store:
             )
             return
         self._unwritten = reply.unwritten
-        _relay(reply)
+        _relay(reply.logs)
 
 
-def _relay(reply: Written | None) -> None:
+def _relay(logs: Sequence[LogLine]) -> None:
     """Log what the writer process logged, through this process's handlers."""
-    if reply is None:
-        return
-    for line in reply.logs:
+    for line in logs:
         logging.getLogger(line.logger).log(line.level, "%s", line.message)
