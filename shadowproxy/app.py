@@ -20,7 +20,7 @@ from shadowproxy.fast.handler import FastProxy
 from shadowproxy.fast.server import FastServer
 from shadowproxy.fast.upstream import FastUpstream
 from shadowproxy.forwarding import ProxyCore
-from shadowproxy.gate import Decision, evaluate
+from shadowproxy.gate import Decision, evaluate_live
 from shadowproxy.loopwatch import LoopWatch
 from shadowproxy.metrics import VERDICT_VALUES, Metrics
 from shadowproxy.proxy import ProxyHandler, strip_server_defaults
@@ -54,7 +54,7 @@ class Sidecar:
             Redactor(cfg.redact),
             cfg.rules_for,
             on_drop=self.metrics.dropped,
-            judge=functools.partial(evaluate, cfg),
+            judge=functools.partial(evaluate_live, cfg),
         )
         self.recorder = Recorder(self.metrics, self.store)
         self.tracker = TaskTracker(on_failure=self.metrics.task_failed)
@@ -76,7 +76,7 @@ class Sidecar:
     # and judges; call it in a thread)
     def judge(self) -> Decision:
         decision = self.store.judge([r.name for r in self.cfg.routes])
-        if not isinstance(decision, Decision):  # pragma: no cover - the store runs evaluate
+        if not isinstance(decision, Decision):  # pragma: no cover - the store runs evaluate_live
             raise TypeError(f"the store judged with something other than the gate: {type(decision)}")
         self.metrics.set_verdicts({r.route: VERDICT_VALUES[r.verdict] for r in decision.routes})
         return decision

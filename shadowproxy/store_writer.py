@@ -18,7 +18,8 @@ The live verdict is judged here too (`_Judge`, `Store.judge`): reading every rou
 pairs and ranking them is milliseconds of Python per route, and in the proxy's thread it
 held the GIL the event loop needed. With 61 routes of evidence and the default 15 s
 refresh, primary p99 at 1 connection was 8.3 ms, against 0.26 ms with no refresh (wrk,
-30 s, equal shadow); judged here, 1.9 ms.
+30 s, equal shadow); judged here, with a reply that leaves out the latency pairs
+(gate.evaluate_live), 0.6-0.75 ms.
 """
 
 from __future__ import annotations

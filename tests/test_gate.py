@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -219,3 +220,17 @@ def test_without_pairs_buckets_decide_only_when_they_leave_no_doubt() -> None:
     assert c is not None and c.outcome == "open"
     assert same.verdict == "INCONCLUSIVE"
     assert same.family.tests == 3  # the bucket comparison is not a test in the family
+
+
+def test_the_live_decision_is_the_same_judgement_without_the_pairs_it_was_judged_on() -> None:
+    # The store's writer sends it to the proxy; the pairs were nearly all of its size.
+    cfg = cfg_with(USER)
+    ev = Evidence(routes=(route_ev("user", 4000, shadow_s=0.4),), source="test", window="test")
+    full, live = gate.evaluate(cfg, ev), gate.evaluate_live(cfg, ev)
+    assert full.routes[0].evidence.latency_pairs and not live.routes[0].evidence.latency_pairs
+    ratio = full.routes[0].check("latency_ratio")
+    assert ratio is not None and ratio.outcome == "fail"  # judged on the pairs
+    same = tuple(
+        dataclasses.replace(r, evidence=f.evidence) for r, f in zip(live.routes, full.routes, strict=True)
+    )
+    assert dataclasses.replace(live, routes=same) == full
