@@ -13,7 +13,6 @@ import math
 import sqlite3
 import sys
 from array import array
-from collections.abc import Iterable
 
 PAIR_BLOCK = 256
 
@@ -84,14 +83,19 @@ def read_pairs(conn: sqlite3.Connection, route: str) -> tuple[tuple[float, float
     blobs = conn.execute(
         "SELECT pairs FROM latency_pair_blocks WHERE route = ? ORDER BY block", (route,)
     ).fetchall()
-    return tuple(_pairs(_unpack(b[0]) for b in blobs))
-
-
-def _pairs(arrays: Iterable[array[float]]) -> Iterable[tuple[float, float]]:
-    for arr in arrays:
-        for p, s in zip(arr[0::2], arr[1::2], strict=True):
-            if not (math.isnan(p) or math.isnan(s)):
-                yield p, s
+    out: list[tuple[float, float]] = []
+    for (blob,) in blobs:
+        arr = _unpack(blob)
+        both = zip(arr[0::2], arr[1::2], strict=True)
+        # Latencies are finite and never negative, so a sum that is not NaN means a full
+        # block, taken whole in C without a check per pair: the live verdict reads every
+        # route's reservoir at each refresh (61 routes of 20,000 pairs: 180-210 ms, from
+        # 250-280 with a generator checking each pair).
+        if math.isnan(sum(arr)):
+            out.extend((p, s) for p, s in both if p == p and s == s)  # NaN != NaN: an empty slot
+        else:
+            out.extend(both)
+    return tuple(out)
 
 
 def migrate_v1(conn: sqlite3.Connection) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import pickle
 import signal
@@ -264,11 +265,16 @@ def _judgement(judge: Judge | None, path: str, routes: tuple[str, ...]) -> objec
     if judge is None:
         log.error("store: asked for a verdict, but this store was given nothing to judge with")
         return None
+    # Millions of pairs and ratios, none in a cycle: the collector's passes over them were
+    # a third of the time (61 routes of 20,000 pairs: 380 against 500-530 ms).
+    gc.disable()
     try:
         return judge(read_evidence(path, routes, None, samples=False))
     except Exception as e:  # the evidence holds no samples: its text quotes no exchange
         log.error("store: judging the stored evidence failed (%s: %s)", type(e).__name__, e)
         return None
+    finally:
+        gc.enable()
 
 
 class WriterProcess:

@@ -145,3 +145,17 @@ def test_the_batch_of_a_writer_that_is_behind_stays_bounded() -> None:
     assert len(d.pair_slots) <= MAX_PAIR_WRITES + 1
     written = dict(zip(d.pair_slots, d.pair_latencies[0::2], strict=True))
     assert written == {slot: float(3 * MAX_PAIR_WRITES - 50 + slot) for slot in range(50)}
+
+
+def test_slots_not_filled_yet_are_skipped_and_full_blocks_read_whole() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(store_pairs.DDL)
+    # Block 0 full; block 1 with slots written out of order, so the ones between are NaN.
+    full = array("d", [float(x) for i in range(PAIR_BLOCK) for x in (i, i + 0.5)])
+    store_pairs.write_pairs(conn, "user", array("q", range(PAIR_BLOCK)), full)
+    store_pairs.write_pairs(
+        conn, "user", array("q", [PAIR_BLOCK + 3, PAIR_BLOCK]), array("d", [3.0, 3.5, 9.0, 9.5])
+    )
+    got = store_pairs.read_pairs(conn, "user")
+    assert got[:PAIR_BLOCK] == tuple((float(i), i + 0.5) for i in range(PAIR_BLOCK))
+    assert got[PAIR_BLOCK:] == ((9.0, 9.5), (3.0, 3.5))  # slot order; slots 1 and 2 were empty
