@@ -30,6 +30,10 @@ class Scenario:
     max_connections_only: bool = False
     # Also measured at fixed request rates (bench/paced.py), 1 KB, one connection.
     paced: bool = False
+    # Routes declared beside the measured traffic's, each with a store full of evidence
+    # (bench/seed.py), and the live verdict refreshed this often: what judging costs.
+    seeded_routes: int = 0
+    verdict_interval_s: float | None = None
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -41,6 +45,9 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("shadowproxy-slow-shadow", "shadowproxy", shadow="slow"),
     Scenario("shadowproxy-hanging-shadow", "shadowproxy", shadow="hanging"),
     Scenario("shadowproxy-equal-w2", "shadowproxy", workers=2, max_connections_only=True),
+    # 60 routes of 20,000 stored pairs, judged every second (the default is 15 s): each
+    # refresh reads and ranks 1.2 million pairs. Equal shadow, so compare with -equal.
+    Scenario("shadowproxy-61-routes", "shadowproxy", seeded_routes=60, verdict_interval_s=1.0),
 )
 BY_NAME = {s.name: s for s in SCENARIOS}
 SMOKE = ("direct", "shadowproxy-equal", "nginx-mirror")
@@ -95,7 +102,7 @@ def shadowproxy_config(
     shadow: dict[str, Any] = {"url": shadow_url, "name": f"shadow-{scenario.shadow}"}
     if scenario.shadow == "hanging":
         shadow["timeout_s"] = HANGING_TIMEOUT_S
-    return {
+    doc: dict[str, Any] = {
         "listen": {"host": "127.0.0.1", "port": listen_port},
         "admin": {"host": "127.0.0.1", "port": admin_port},
         "primary": {"url": primary_url, "name": "primary-nginx"},
@@ -106,3 +113,14 @@ def shadowproxy_config(
         "store": {"path": store_path},
         "log": {"level": "warning"},
     }
+    if scenario.seeded_routes:
+        # The measured traffic (/api/pitches/...) gets a route of its own, declared last.
+        doc["routes"] = [{"name": n, "match": f"/api/{n}/**"} for n in seeded_route_names(scenario)]
+        doc["routes"].append({"name": "pitches", "match": "/api/pitches/**"})
+    if scenario.verdict_interval_s is not None:
+        doc["verdict_interval_s"] = scenario.verdict_interval_s
+    return doc
+
+
+def seeded_route_names(scenario: Scenario) -> list[str]:
+    return [f"seeded-{i}" for i in range(scenario.seeded_routes)]

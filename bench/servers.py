@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from bench import bodies, procstat
+from bench import bodies, procstat, seed
 from bench.procs import Process, free_port, port_open
-from bench.scenarios import Scenario, shadowproxy_config
+from bench.scenarios import Scenario, seeded_route_names, shadowproxy_config
 
 NGINX_TEMPLATES = Path(__file__).parent / "nginx"
 START_TIMEOUT_S = 20.0
@@ -107,13 +107,16 @@ def start_shadowproxy(
     home = workdir / scenario.name
     home.mkdir(parents=True, exist_ok=True)
     port, admin = free_port(), free_port()
+    store = home / "shadowproxy.db"
+    if scenario.seeded_routes and not store.exists():  # later rounds reuse it
+        seed.seed(str(store), seeded_route_names(scenario))
     cfg = shadowproxy_config(
         scenario,
         listen_port=port,
         admin_port=admin,
         primary_url=primary_url,
         shadow_url=shadow_url,
-        store_path=str(home / "shadowproxy.db"),
+        store_path=str(store),
     )
     cfg_path = home / "shadowproxy.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))

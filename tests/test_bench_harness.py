@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import statistics
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 import shadowproxy
-from bench import instructions, machine, paced, procstat, proxymetrics, scenarios, wrk
+from bench import instructions, machine, paced, procstat, proxymetrics, scenarios, seed, wrk
 from bench.output import Params, json_document, machine_lines, markdown
 from bench.results import COLUMNS, PACED_COLUMNS, Measurement, Results, markdown_table, median_of, paced_table
 from bench.run import parse_args
@@ -23,6 +24,8 @@ from bench.targets import Target, evaluate
 from shadowproxy import config
 from shadowproxy.exchange import Comparison, Exchange, FieldDiff, RequestSnapshot, UpstreamResult
 from shadowproxy.metrics import Metrics
+from shadowproxy.routes import Router
+from shadowproxy.store_read import read_evidence
 
 WRK_OK = """\
 Running 10s test @ http://127.0.0.1:8080/api/pitches/1k.json
@@ -219,6 +222,22 @@ def test_generated_config_is_accepted_by_the_shadowproxy_loader(scenario, tmp_pa
     assert cfg.workers == scenario.workers
     assert cfg.log.level == "warning"
     assert (cfg.shadow.timeout_s == 1.0) is (scenario.shadow == "hanging")
+    names = [r.name for r in cfg.routes]
+    assert names == ([*scenarios.seeded_route_names(scenario), "pitches"] if scenario.seeded_routes else [])
+    assert cfg.verdict_interval_s == (scenario.verdict_interval_s or 15.0)
+    if scenario.seeded_routes:  # the measured traffic lands on a route of its own
+        assert Router(cfg.routes, cfg.routing).resolve("/api/pitches/1k.json") == "pitches"
+
+
+def test_a_seeded_store_holds_a_full_reservoir_of_equal_pairs_per_route(tmp_path):
+    db = str(tmp_path / "seeded.db")
+    seed.seed(db, ["a", "b"], pairs=300)
+    ev = read_evidence(db, ["a", "b"], None, samples=False)
+    assert [(r.route, r.requests, r.compared, r.mismatches, len(r.latency_pairs)) for r in ev.routes] == [
+        ("a", 300, 300, 0, 300),
+        ("b", 300, 300, 0, 300),
+    ]
+    assert 0.05e-3 < statistics.median(p for p, _ in ev.routes[0].latency_pairs) < 1e-3
 
 
 def test_nginx_templates_render_with_nothing_left_to_fill():
