@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from shadowproxy.gate import Decision
+from shadowproxy.store import StoreError
 
 if TYPE_CHECKING:
     from shadowproxy.app import Sidecar
@@ -99,7 +100,10 @@ async def verdict(request: web.Request) -> web.Response:
     """The live verdict over this instance's store, also exported as shadowproxy_verdict."""
     sc = request.app[SIDECAR]
     await asyncio.to_thread(sc.store.flush)
-    decision = await asyncio.to_thread(sc.judge)
+    try:
+        decision = await asyncio.to_thread(sc.judge)
+    except StoreError as e:  # the writer process judges; without one there is no verdict
+        return _json({"error": str(e)}, 503)
     return _json(decision_json(decision))
 
 

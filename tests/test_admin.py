@@ -214,6 +214,10 @@ async def test_the_live_verdict_is_served_and_exported_as_a_gauge(make_upstream,
     registry = r.sidecar.metrics.registry
     assert registry.get_sample_value("shadowproxy_verdict", {"route": "user"}) == -1
     assert registry.get_sample_value("shadowproxy_verdict", {"route": "never"}) == 0
+    # No writer process, no verdict: said so, never judged in the proxy instead.
+    await asyncio.to_thread(r.sidecar.store.close)
+    status, body = await admin_get(r, "/api/verdict")
+    assert (status, body) == (503, {"error": "no live verdict: the store is closed"})
 
 
 async def test_noise_learned_from_a_secondary_is_suggested_never_applied(make_upstream, sidecar, tmp_path):
