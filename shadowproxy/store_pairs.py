@@ -89,8 +89,8 @@ def read_pairs(conn: sqlite3.Connection, route: str) -> tuple[tuple[float, float
         both = zip(arr[0::2], arr[1::2], strict=True)
         # Latencies are finite and never negative, so a sum that is not NaN means a full
         # block, taken whole in C without a check per pair: the live verdict reads every
-        # route's reservoir at each refresh (61 routes of 20,000 pairs: 180-210 ms, from
-        # 250-280 with a generator checking each pair).
+        # route's reservoir at each refresh (read_evidence of 61 routes of 20,000 pairs:
+        # 180-210 ms, from 250-280 with a generator checking each pair).
         if math.isnan(sum(arr)):
             out.extend((p, s) for p, s in both if p == p and s == s)  # NaN != NaN: an empty slot
         else:
