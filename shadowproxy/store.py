@@ -287,11 +287,10 @@ class Store:
         noise: config.Noise | None = None,
         *,
         explain: bool = False,
-        samples: bool = True,
     ) -> Evidence:
-        """`explain`: give the example samples DeepDiff's explanation (a report wants it);
-        `samples=False`: no examples at all (the live verdict, every few seconds, only judges)."""
-        ev = read_evidence(self.path, routes, noise, samples=samples)
+        """`explain`: give the example samples DeepDiff's explanation (a report wants it).
+        The live verdict does not come through here: the writer process judges (`judge`)."""
+        ev = read_evidence(self.path, routes, noise)
         if not explain:
             return ev
         explained = {route: tuple(self._explained(s) for s in ss) for route, ss in ev.samples.items()}

@@ -32,7 +32,7 @@ import pickle
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -303,42 +303,41 @@ class WriterProcess:
         atexit.register(self._abandon)
 
     def write(self, delta: Delta, samples: Sequence[Exchange]) -> Written:
-        with self._talk:
-            pipe = self._running()
-            try:
-                pipe.send(_Head(delta, len(samples)))
-                for ex in samples:
-                    # A frame each, not one pickle of the batch: every pipe write releases the
-                    # GIL, so the event loop waits for one sample's pickling at most (about
-                    # 0.1 ms for a 50 KB pair), not the batch's (5 ms for 50 of them).
-                    pipe.send_bytes(pickle.dumps(plain.exchange(ex), protocol=pickle.HIGHEST_PROTOCOL))
-                reply: Written = pipe.recv()
-            except (EOFError, OSError) as e:
-                raise WriterGone(f"the writer process ended (exit code {self._reap()})") from e
-            return reply
+        with self._exchange() as pipe:
+            pipe.send(_Head(delta, len(samples)))
+            for ex in samples:
+                # A frame each, not one pickle of the batch: every pipe write releases the
+                # GIL, so the event loop waits for one sample's pickling at most (about
+                # 0.1 ms for a 50 KB pair), not the batch's (5 ms for 50 of them).
+                pipe.send_bytes(pickle.dumps(plain.exchange(ex), protocol=pickle.HIGHEST_PROTOCOL))
+            reply: Written = pipe.recv()
+        return reply
 
     def judge(self, routes: Sequence[str]) -> Judged:
         """The writer's judgement of these routes' stored evidence. The caller waits on the
         pipe, which holds no GIL, while the writer reads and ranks."""
+        with self._exchange() as pipe:
+            pipe.send(_Judge(tuple(routes)))
+            reply: Judged = pipe.recv()
+        return reply
+
+    @contextlib.contextmanager
+    def _exchange(self) -> Iterator[Connection]:
+        """The pipe to a running writer (started if there is none), to this caller alone;
+        a writer that ends mid-exchange is a WriterGone."""
         with self._talk:
-            pipe = self._running()
+            if self._stopped:
+                raise WriterGone("the store is closed")
+            if self._pipe is None:
+                try:
+                    self.start()
+                except Exception as e:  # out of file descriptors, memory, the temporary directory...
+                    raise WriterGone(f"no new writer process could start ({type(e).__name__}: {e})") from e
+            assert self._pipe is not None
             try:
-                pipe.send(_Judge(tuple(routes)))
-                reply: Judged = pipe.recv()
+                yield self._pipe
             except (EOFError, OSError) as e:
                 raise WriterGone(f"the writer process ended (exit code {self._reap()})") from e
-            return reply
-
-    def _running(self) -> Connection:
-        if self._stopped:
-            raise WriterGone("the store is closed")
-        if self._pipe is None:
-            try:
-                self.start()
-            except Exception as e:  # out of file descriptors, memory, the temporary directory...
-                raise WriterGone(f"no new writer process could start ({type(e).__name__}: {e})") from e
-        assert self._pipe is not None
-        return self._pipe
 
     def stop(self, timeout_s: float = 30.0) -> Written | None:
         """Ask the writer to finish and wait for it; None when it was gone already."""

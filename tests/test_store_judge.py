@@ -77,7 +77,7 @@ def test_a_failing_judge_is_a_store_error_logged_here_and_the_writer_keeps_writi
         assert "judging the stored evidence failed (ValueError: cannot judge 1 routes)" in caplog.text
         store.record_request("user")
         store.flush()
-        assert [r.requests for r in store.evidence(["user"], samples=False).routes] == [2]
+        assert [r.requests for r in store.evidence(["user"]).routes] == [2]
     finally:
         store.close()
 
